@@ -1,0 +1,70 @@
+# Wyvern workbench. `make demo` runs the notebook workflow on this machine,
+# `make test` runs every test. Both set up what they need first.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+COLLECTION_LINK := collections/ansible_collections/wyvern/workbench
+PYTEST ?= $(BIN)/pytest
+PYTEST_ARGS ?=
+
+.PHONY: setup host venv collection demo test test-unit test-integration test-molecule test-e2e \
+        lint bench bench-playbook build clean
+
+setup: host venv collection
+
+host:
+	@scripts/setup-host.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml workload/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[workload,test]' -e ./workload
+	@touch $@
+
+collection: $(COLLECTION_LINK)
+
+$(COLLECTION_LINK):
+	@mkdir -p $(dir $@)
+	@ln -sfn ../../.. $@
+
+demo: setup
+	ansible-playbook site.yml
+	ansible-playbook playbooks/run.yml
+
+test: setup lint
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PYTEST) -m unit $(PYTEST_ARGS)
+
+test-integration: setup
+	$(PYTEST) -m integration $(PYTEST_ARGS)
+
+test-molecule: setup
+	$(PYTEST) -m molecule $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(PYTEST) -m e2e $(PYTEST_ARGS)
+
+lint: setup
+	yamllint -s .
+	ansible-lint
+	ruff check .
+	ruff format --check .
+
+bench: setup
+	$(BIN)/python -m transfer_learning bench --json
+
+bench-playbook: setup
+	$(BIN)/python scripts/bench_playbook.py
+
+build: collection
+	ansible-galaxy collection build --force
+
+clean:
+	rm -rf collections outputs .pytest_cache .ruff_cache wyvern-workbench-*.tar.gz

@@ -1,0 +1,70 @@
+"""Build a local Debian 12 base image with debootstrap, since no registry answers here.
+
+The image is cached by tag: a second call finds it and does nothing.
+Run as a script to build it by hand: ``python -m tests.support.base_image``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import docker
+
+BASE_IMAGE = os.environ.get("WYVERN_TEST_BASE_IMAGE", "wyvern/debian-base:bookworm")
+MIRROR = os.environ.get("WYVERN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# python3 so that Ansible (and Molecule) can manage containers made from it.
+INCLUDE = "python3,ca-certificates"
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def build_base_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str:
+    """Return ``tag`` after making sure the image exists (debootstrap + import)."""
+    if image_exists(client, tag):
+        return tag
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is missing: run `make setup` (apt-get install debootstrap)")
+    repository, _, version = tag.rpartition(":")
+    with tempfile.TemporaryDirectory(prefix="wyvern-rootfs-") as tmp:
+        rootfs = os.path.join(tmp, "rootfs")
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={INCLUDE}",
+                "bookworm",
+                rootfs,
+                MIRROR,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        # Keep the image small: package lists and caches are rebuilt by whoever needs them.
+        for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in os.listdir(os.path.join(rootfs, sub)):
+                path = os.path.join(rootfs, sub, entry)
+                if os.path.isfile(path):
+                    os.unlink(path)
+        archive = os.path.join(tmp, "rootfs.tar")
+        subprocess.run(["tar", "-C", rootfs, "-cf", archive, "."], check=True)
+        client.api.import_image_from_file(
+            archive,
+            repository=repository,
+            tag=version,
+            changes=['CMD ["/bin/bash"]', "ENV LANG=C.UTF-8"],
+        )
+    return tag
+
+
+if __name__ == "__main__":
+    print(build_base_image(docker.from_env(), sys.argv[1] if len(sys.argv) > 1 else BASE_IMAGE))

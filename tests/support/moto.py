@@ -1,0 +1,95 @@
+"""A real EC2 API on loopback: moto's server mode in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+# Images that moto serves for AMI lookups, in the shape of AWS's describe_images.
+AMIS_FILE = Path(__file__).with_name("moto_amis.json")
+
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoServer:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def client(self, service: str = "ec2", region: str = "us-east-1"):
+        import boto3
+
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            aws_session_token="testing",
+        )
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a child process (ansible-playbook) that talks to this server."""
+        return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.url}
+
+
+@contextmanager
+def moto_server(amis_file: Path = AMIS_FILE) -> Iterator[MotoServer]:
+    port = free_port()
+    env = {**os.environ, **FAKE_CREDENTIALS}
+    if amis_file.exists():
+        # Read once at start-up, so it must be in the server's environment.
+        env["MOTO_AMIS_PATH"] = str(amis_file)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                requests.get(f"{url}/moto-api/", timeout=2)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not answer within 60 s") from None
+                time.sleep(0.2)
+        yield MotoServer(url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def load_amis(path: Path = AMIS_FILE) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
