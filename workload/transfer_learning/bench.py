@@ -13,28 +13,50 @@ import torch
 from torch import nn
 from torchvision import datasets, transforms
 
-from transfer_learning.data import IMAGENET_MEAN, IMAGENET_STD, cache_size, limit_split, make_digits, scan_folder
+from transfer_learning.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    cache_size,
+    limit_split,
+    make_digits,
+    scan_folder,
+)
 from transfer_learning.engine import TrainConfig, select_device, train
 from transfer_learning.model import build_model
 
 
 def tutorial_run(
-    data_dir: Path, mode: str, epochs: int, image_size: int, limit: int | None, seed: int,
-    device: torch.device, weights: str, workers: int = 4,
+    data_dir: Path,
+    mode: str,
+    epochs: int,
+    image_size: int,
+    limit: int | None,
+    seed: int,
+    device: torch.device,
+    weights: str,
+    workers: int = 4,
 ) -> dict[str, Any]:
     """The classic tutorial loop: batch 4, 4 workers, fp32, contiguous, full forward each epoch."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     tf = {
-        "train": transforms.Compose([
-            transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), normalize,
-        ]),
-        "val": transforms.Compose([
-            transforms.Resize(cache_size(image_size)), transforms.CenterCrop(image_size),
-            transforms.ToTensor(), normalize,
-        ]),
+        "train": transforms.Compose(
+            [
+                transforms.RandomResizedCrop(image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        ),
+        "val": transforms.Compose(
+            [
+                transforms.Resize(cache_size(image_size)),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        ),
     }
     folder = scan_folder(data_dir)
     chosen = {
@@ -88,13 +110,32 @@ def tutorial_run(
 
 
 def ours_run(
-    data_dir: Path, mode: str, epochs: int, image_size: int, limit: int | None, seed: int,
-    device_name: str, weights: str, batch_size: int, workers: int, out: Path,
+    data_dir: Path,
+    mode: str,
+    epochs: int,
+    image_size: int,
+    limit: int | None,
+    seed: int,
+    device_name: str,
+    weights: str,
+    batch_size: int,
+    workers: int,
+    out: Path,
 ) -> dict[str, Any]:
     cfg = TrainConfig(
-        data=str(data_dir), output_dir=str(out), run_id=f"bench-{mode}", weights=weights,
-        mode=mode, epochs=epochs, image_size=image_size, limit=limit, batch_size=batch_size,
-        workers=workers, device=device_name, seed=seed, progress=False,
+        data=str(data_dir),
+        output_dir=str(out),
+        run_id=f"bench-{mode}",
+        weights=weights,
+        mode=mode,
+        epochs=epochs,
+        image_size=image_size,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        device=device_name,
+        seed=seed,
+        progress=False,
     )
     with contextlib.redirect_stdout(sys.stderr):
         result = train(cfg)
@@ -109,9 +150,16 @@ def ours_run(
 
 
 def bench(
-    data: str | None = None, image_size: int = 128, limit: int | None = 256,
-    finetune_epochs: int = 2, extract_epochs: int = 10, batch_size: int = 32,
-    workers: int = 2, device_name: str = "auto", weights: str = "none", seed: int = 0,
+    data: str | None = None,
+    image_size: int = 128,
+    limit: int | None = 256,
+    finetune_epochs: int = 2,
+    extract_epochs: int = 10,
+    batch_size: int = 32,
+    workers: int = 2,
+    device_name: str = "auto",
+    weights: str = "none",
+    seed: int = 0,
 ) -> dict[str, Any]:
     device = select_device(device_name)
     with tempfile.TemporaryDirectory(prefix="tl-bench-") as tmp:
@@ -130,8 +178,17 @@ def bench(
         for mode, epochs in (("finetune", finetune_epochs), ("feature-extract", extract_epochs)):
             base = tutorial_run(data_dir, mode, epochs, image_size, limit, seed, device, weights)
             ours = ours_run(
-                data_dir, mode, epochs, image_size, limit, seed, device_name, weights,
-                batch_size, workers, Path(tmp) / "out",
+                data_dir,
+                mode,
+                epochs,
+                image_size,
+                limit,
+                seed,
+                device_name,
+                weights,
+                batch_size,
+                workers,
+                Path(tmp) / "out",
             )
             report[mode] = {
                 "epochs": epochs,

@@ -77,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="default 0.001 x batch-size / 4")
     p.add_argument("--step-size", type=_positive, default=7)
     p.add_argument("--gamma", type=float, default=0.1)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="default: on for finetune, off for feature-extract (features cached)")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: on for finetune, off for feature-extract (features cached)",
+    )
     p.add_argument("--no-amp", dest="amp", action="store_false", help="CUDA: no mixed precision")
 
     p = sub.add_parser("evaluate", help="accuracy of a saved model.pt on a data set")
@@ -124,19 +128,37 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         from transfer_learning.engine import evaluate
 
-        result = evaluate(args.model, args.data, args.split, args.batch_size, args.workers,
-                          args.device, args.limit)
+        result = evaluate(
+            args.model,
+            args.data,
+            args.split,
+            args.batch_size,
+            args.workers,
+            args.device,
+            args.limit,
+        )
         if args.json:
             print(json.dumps(result, indent=2))
         else:
-            print(f"{result['split']}: accuracy {result['accuracy']:.4f} on {result['images']} "
-                  f"images (loss {result['loss']:.4f})")
+            print(
+                f"{result['split']}: accuracy {result['accuracy']:.4f} on {result['images']} "
+                f"images (loss {result['loss']:.4f})"
+            )
     elif args.command == "bench":
         from transfer_learning.bench import bench, format_table
 
-        report = bench(args.data, args.image_size, args.limit, args.finetune_epochs,
-                       args.extract_epochs, args.batch_size, args.workers, args.device,
-                       args.weights, args.seed)
+        report = bench(
+            args.data,
+            args.image_size,
+            args.limit,
+            args.finetune_epochs,
+            args.extract_epochs,
+            args.batch_size,
+            args.workers,
+            args.device,
+            args.weights,
+            args.seed,
+        )
         print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

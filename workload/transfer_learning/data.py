@@ -41,9 +41,7 @@ def _class_dirs(split_dir: Path) -> list[str]:
 
 
 def _files(class_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
-    )
+    return sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def scan_folder(root: str | os.PathLike[str]) -> FolderData:
@@ -182,7 +180,11 @@ def decode_split(
                 targets.append(split.targets[index])
             index += 1
     if not images:
-        return torch.empty(0, 3, side, side, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped
+        return (
+            torch.empty(0, 3, side, side, dtype=torch.uint8),
+            torch.empty(0, dtype=torch.long),
+            skipped,
+        )
     return torch.stack(images), torch.tensor(targets, dtype=torch.long), skipped
 
 

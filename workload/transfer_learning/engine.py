@@ -336,7 +336,9 @@ def train(cfg: TrainConfig) -> RunResult:
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     loss_fn = nn.CrossEntropyLoss()
 
-    def forward(idx: torch.Tensor, train_mode: bool, generator: torch.Generator | None) -> torch.Tensor:
+    def forward(
+        idx: torch.Tensor, train_mode: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
         with _autocast(device, amp):
             if cached_features:
                 feats = (train_f if train_mode else val_f)[idx.to(device)]
@@ -370,7 +372,9 @@ def train(cfg: TrainConfig) -> RunResult:
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(n_train, generator=generator)[: per_rank * d.world][d.rank :: d.world]
+        order = torch.randperm(n_train, generator=generator)[: per_rank * d.world][
+            d.rank :: d.world
+        ]
         if cached_features or cfg.mode == "feature-extract":
             model.eval()  # frozen backbone: its BatchNorm statistics stay as loaded
             if not cached_features:
@@ -400,12 +404,22 @@ def train(cfg: TrainConfig) -> RunResult:
         scheduler.step()
         model.eval()
         val_loss, val_acc, trues, preds = _evaluate(
-            lambda idx: forward(idx, False, None), len(data.val_y), data.val_y,
-            max(cfg.batch_size, 64), d, device,
+            lambda idx: forward(idx, False, None),
+            len(data.val_y),
+            data.val_y,
+            max(cfg.batch_size, 64),
+            d,
+            device,
         )
         if val_acc > best["acc"]:
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            best = {"acc": val_acc, "epoch": epoch + 1, "state": state, "trues": trues, "preds": preds}
+            best = {
+                "acc": val_acc,
+                "epoch": epoch + 1,
+                "state": state,
+                "trues": trues,
+                "preds": preds,
+            }
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / seen,
@@ -497,8 +511,13 @@ def load_model_file(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
 
 
 def evaluate(
-    model_path: str, data_dir: str, split: str = "val", batch_size: int = 64,
-    workers: int = 2, device_name: str = "auto", limit: int | None = None,
+    model_path: str,
+    data_dir: str,
+    split: str = "val",
+    batch_size: int = 64,
+    workers: int = 2,
+    device_name: str = "auto",
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Accuracy of a saved model on one split of an ImageFolder tree."""
     model, blob = load_model_file(model_path)

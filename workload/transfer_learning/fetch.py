@@ -120,8 +120,13 @@ def extract(archive: Path, dest: Path) -> list[Path]:
     return moved
 
 
-def fetch(url: str, dest: str | os.PathLike[str], sha256: str | None = None,
-          progress: bool | None = None, keep_archive: bool = False) -> Path:
+def fetch(
+    url: str,
+    dest: str | os.PathLike[str],
+    sha256: str | None = None,
+    progress: bool | None = None,
+    keep_archive: bool = False,
+) -> Path:
     """Download, verify and extract; returns the data root (the single top directory if any)."""
     dest_path = Path(dest)
     name = Path(urllib.parse.urlparse(url).path).name or "download"

@@ -34,7 +34,10 @@ def _git_revision() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(WORKLOAD_DIR), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -64,11 +67,16 @@ def _nvidia_driver() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    return (
+        out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    )
 
 
 def environment(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +92,9 @@ def environment(arguments: dict[str, Any]) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cuda_available": cuda,
-        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda
+        else [],
         "nvidia_driver": _nvidia_driver() if cuda else None,
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
@@ -99,13 +109,12 @@ def environment(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    # Figure, not pyplot: no global backend switch inside a notebook.
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="val")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -117,24 +126,20 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_confusion(trues: list[int], preds: list[int], classes: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
     matrix = confusion_matrix(trues, preds, labels=list(range(len(classes))))
     size = max(4, 0.6 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, colorbar=False)
     ax.set_title("Validation confusion matrix (best epoch)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_outputs(
@@ -166,3 +171,40 @@ def write_outputs(
         run_dir / "model.pt",
     )
     (run_dir / "environment.json").write_text(json.dumps(environment(arguments), indent=2) + "\n")
+
+
+def plot_predictions(
+    model: nn.Module,
+    data_dir: str | os.PathLike[str],
+    classes: list[str],
+    image_size: int,
+    count: int = 16,
+    path: Path | None = None,
+    seed: int = 0,
+) -> Any:
+    """A grid of validation images titled `prediction (truth)`, wrong ones in red."""
+    import matplotlib.pyplot as plt
+
+    from transfer_learning.data import load_cached
+    from transfer_learning.engine import Batcher, TrainConfig
+
+    data = load_cached(data_dir, image_size, count, seed, 0)
+    device = next(model.parameters()).device
+    batcher = Batcher(TrainConfig(data=str(data_dir), image_size=image_size), device)
+    model.eval()
+    with torch.inference_mode():
+        preds = model(batcher(data.val_x, augment=False)).argmax(1).tolist()
+    cols = min(4, len(preds))
+    rows = (len(preds) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 2.7 * rows), squeeze=False)
+    side = data.val_x.shape[-1]
+    o = (side - image_size) // 2
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, pred, true in zip(axes.flat, data.val_x, preds, data.val_y.tolist(), strict=False):
+        ax.imshow(img[:, o : o + image_size, o : o + image_size].permute(1, 2, 0).numpy())
+        ax.set_title(f"{classes[pred]} ({classes[true]})", color="black" if pred == true else "red")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
