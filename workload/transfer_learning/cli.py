@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--workers", type=_non_negative, default=_default_workers())
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed used with --limit")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bench", help="the tutorial's recipe against ours, side by side")
@@ -136,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
             args.workers,
             args.device,
             args.limit,
+            args.seed,
         )
         if args.json:
             print(json.dumps(result, indent=2))

@@ -518,12 +518,13 @@ def evaluate(
     workers: int = 2,
     device_name: str = "auto",
     limit: int | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Accuracy of a saved model on one split of an ImageFolder tree."""
+    """Accuracy of a saved model on one split (the same sample as `train` with the same seed)."""
     model, blob = load_model_file(model_path)
     device = select_device(device_name)
     image_size = int(blob["image_size"])
-    data = load_cached(data_dir, image_size, limit, 0, workers)
+    data = load_cached(data_dir, image_size, limit, seed, workers)
     if data.classes != list(blob["classes"]):
         raise WorkloadError(
             f"{data_dir} has classes {data.classes}, the model was trained on {list(blob['classes'])}"
