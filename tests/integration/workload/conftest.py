@@ -13,8 +13,20 @@ from typing import Any
 import pytest
 
 # Small enough for two shared cores: 32 px, a sample of each split, one worker-free process.
-TINY = ["--weights", "none", "--image-size", "32", "--limit", "160", "--batch-size", "16",
-        "--workers", "0", "--device", "cpu"]
+TINY = [
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--limit",
+    "160",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +50,16 @@ RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="session")
 def run_cli() -> RunCli:
-    def run(*args: str, env: dict[str, str] | None = None, module: list[str] | None = None,
-            timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str,
+        env: dict[str, str] | None = None,
+        module: list[str] | None = None,
+        timeout: int = 300,
+    ) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, *(module or ["-m", "transfer_learning"]), *args]
-        return subprocess.run(command, capture_output=True, text=True, env=_env(env),
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            command, capture_output=True, text=True, env=_env(env), timeout=timeout, check=False
+        )
 
     return run
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from transfer_learning.cli import main
 
 from tests.integration.workload.conftest import TINY, RunCli
-from transfer_learning.cli import main
 
 
 def _copy(digits_dir: Path, tmp: Path, classes: tuple[str, ...] = ("0", "1")) -> Path:
@@ -95,8 +95,15 @@ def test_bad_input_is_one_clear_line(
     case: str, tmp_path: Path, digits_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make, expected = CASES[case]
-    argv = ["train", "--output-dir", str(tmp_path / "out"), *TINY, "--epochs", "1",
-            *make(digits_dir, tmp_path)]
+    argv = [
+        "train",
+        "--output-dir",
+        str(tmp_path / "out"),
+        *TINY,
+        "--epochs",
+        "1",
+        *make(digits_dir, tmp_path),
+    ]
     assert main(argv) == 2
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if not line.startswith("warning:")]
@@ -105,13 +112,22 @@ def test_bad_input_is_one_clear_line(
     assert not list((tmp_path / "out").glob("*/metrics.json"))
 
 
-def test_cuda_without_a_gpu_never_runs_on_cpu(tmp_path: Path, digits_dir: Path, run_cli: RunCli) -> None:
+def test_cuda_without_a_gpu_never_runs_on_cpu(
+    tmp_path: Path, digits_dir: Path, run_cli: RunCli
+) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = run_cli("train", "--output-dir", str(tmp_path / "out"), *TINY, "--epochs", "1",
-                     *_cuda_without_gpu(digits_dir, tmp_path))
+    result = run_cli(
+        "train",
+        "--output-dir",
+        str(tmp_path / "out"),
+        *TINY,
+        "--epochs",
+        "1",
+        *_cuda_without_gpu(digits_dir, tmp_path),
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: --device cuda was asked for but no CUDA device is available"
@@ -119,7 +135,9 @@ def test_cuda_without_a_gpu_never_runs_on_cpu(tmp_path: Path, digits_dir: Path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_unreadable_model_file_for_evaluate(tmp_path: Path, digits_dir: Path, run_cli: RunCli) -> None:
+def test_unreadable_model_file_for_evaluate(
+    tmp_path: Path, digits_dir: Path, run_cli: RunCli
+) -> None:
     (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 half a zip")
     result = run_cli("evaluate", "--model", str(tmp_path / "model.pt"), "--data", str(digits_dir))
     assert result.returncode == 2

@@ -15,8 +15,15 @@ from PIL import Image
 from tests.integration.workload.conftest import TINY, RunCli, learning_curve, metrics
 
 FINETUNE = [*TINY, "--seed", "1", "--step-size", "2"]
-OUTPUTS = ("metrics.json", "history.csv", "curves.png", "confusion.png", "model.pt",
-           "environment.json", "checkpoint.pt")
+OUTPUTS = (
+    "metrics.json",
+    "history.csv",
+    "curves.png",
+    "confusion.png",
+    "model.pt",
+    "environment.json",
+    "checkpoint.pt",
+)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -39,11 +46,33 @@ def runs(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path, run_cli: Ru
 
 
 def test_feature_extract_learns_digits(tmp_path: Path, digits_dir: Path, run_cli: RunCli) -> None:
-    result = _ok(run_cli(
-        "train", "--data", str(digits_dir), "--output-dir", str(tmp_path), "--run-id", "fx",
-        "--weights", "none", "--mode", "feature-extract", "--image-size", "32",
-        "--limit", "300", "--epochs", "6", "--lr", "0.02", "--workers", "2", "--device", "cpu",
-    ))
+    result = _ok(
+        run_cli(
+            "train",
+            "--data",
+            str(digits_dir),
+            "--output-dir",
+            str(tmp_path),
+            "--run-id",
+            "fx",
+            "--weights",
+            "none",
+            "--mode",
+            "feature-extract",
+            "--image-size",
+            "32",
+            "--limit",
+            "300",
+            "--epochs",
+            "6",
+            "--lr",
+            "0.02",
+            "--workers",
+            "2",
+            "--device",
+            "cpu",
+        )
+    )
     m = metrics(tmp_path / "fx")
     assert m["cached_features"] is True
     assert m["best_val_acc"] >= 0.5, result.stdout  # chance is 0.1
@@ -86,19 +115,49 @@ def test_two_epochs_plus_resume_equals_four(runs: Path) -> None:
     assert metrics(runs / "resumed")["best_val_acc"] == metrics(runs / "four")["best_val_acc"]
 
 
-def test_evaluate_reproduces_the_best_accuracy(runs: Path, digits_dir: Path, run_cli: RunCli) -> None:
-    result = _ok(run_cli(
-        "evaluate", "--model", str(runs / "four" / "model.pt"), "--data", str(digits_dir),
-        "--limit", "160", "--seed", "1", "--workers", "0", "--device", "cpu", "--json",
-    ))
+def test_evaluate_reproduces_the_best_accuracy(
+    runs: Path, digits_dir: Path, run_cli: RunCli
+) -> None:
+    result = _ok(
+        run_cli(
+            "evaluate",
+            "--model",
+            str(runs / "four" / "model.pt"),
+            "--data",
+            str(digits_dir),
+            "--limit",
+            "160",
+            "--seed",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--json",
+        )
+    )
     report = json.loads(result.stdout)
     assert report["images"] == 160
     assert report["accuracy"] == pytest.approx(metrics(runs / "four")["best_val_acc"])
 
 
 def test_default_run_id_is_a_timestamp(tmp_path: Path, digits_dir: Path, run_cli: RunCli) -> None:
-    _ok(run_cli("train", "--data", str(digits_dir), "--output-dir", str(tmp_path), *TINY,
-                "--mode", "feature-extract", "--epochs", "1", "--limit", "40"))
+    _ok(
+        run_cli(
+            "train",
+            "--data",
+            str(digits_dir),
+            "--output-dir",
+            str(tmp_path),
+            *TINY,
+            "--mode",
+            "feature-extract",
+            "--epochs",
+            "1",
+            "--limit",
+            "40",
+        )
+    )
     (run_dir,) = list(tmp_path.iterdir())
     assert run_dir.name[:8].isdigit() and run_dir.name[8] == "-"
     assert (run_dir / "metrics.json").is_file()
@@ -120,8 +179,22 @@ def _mixed_tree(root: Path) -> Path:
 
 def test_image_modes_converted_and_junk_skipped(tmp_path: Path, run_cli: RunCli) -> None:
     data = _mixed_tree(tmp_path / "mixed")
-    result = _ok(run_cli("train", "--data", str(data), "--output-dir", str(tmp_path / "out"),
-                         "--run-id", "mixed", *TINY, "--epochs", "1", "--batch-size", "4"))
+    result = _ok(
+        run_cli(
+            "train",
+            "--data",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--run-id",
+            "mixed",
+            *TINY,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+        )
+    )
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1
     assert "skipped 2 file(s)" in warnings[0]
@@ -133,11 +206,33 @@ def test_imagenet_offline_gives_the_fix(tmp_path: Path, digits_dir: Path, run_cl
     with socket.socket() as s:  # a loopback port nothing listens on: the network is "down"
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    env = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": dead, "HTTPS_PROXY": dead,
-           "http_proxy": dead, "HTTP_PROXY": dead, "no_proxy": "", "NO_PROXY": ""}
-    result = run_cli("train", "--data", str(digits_dir), "--output-dir", str(tmp_path / "out"),
-                     "--weights", "imagenet", "--epochs", "1", "--image-size", "32",
-                     "--limit", "20", "--workers", "0", env=env)
+    env = {
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "https_proxy": dead,
+        "HTTPS_PROXY": dead,
+        "http_proxy": dead,
+        "HTTP_PROXY": dead,
+        "no_proxy": "",
+        "NO_PROXY": "",
+    }
+    result = run_cli(
+        "train",
+        "--data",
+        str(digits_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--weights",
+        "imagenet",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--limit",
+        "20",
+        "--workers",
+        "0",
+        env=env,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
