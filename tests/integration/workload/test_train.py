@@ -1,0 +1,239 @@
+"""`train` and `evaluate` end to end on the digits data set: learning, outputs, seeds, resume."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.integration.workload.conftest import TINY, RunCli, learning_curve, metrics
+
+FINETUNE = [*TINY, "--seed", "1", "--step-size", "2"]
+OUTPUTS = (
+    "metrics.json",
+    "history.csv",
+    "curves.png",
+    "confusion.png",
+    "model.pt",
+    "environment.json",
+    "checkpoint.pt",
+)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path, run_cli: RunCli) -> Path:
+    """Finetune runs shared by the tests below: 4 epochs, 2 epochs (twice), 2 + resume 2."""
+    out = tmp_path_factory.mktemp("runs")
+    base = ["train", "--data", str(digits_dir), "--output-dir", str(out), *FINETUNE]
+    _ok(run_cli(*base, "--run-id", "four", "--epochs", "4"))
+    _ok(run_cli(*base, "--run-id", "two-a", "--epochs", "2"))
+    _ok(run_cli(*base, "--run-id", "two-b", "--epochs", "2"))
+    _ok(run_cli(*base, "--run-id", "resumed", "--epochs", "2"))
+    resumed = _ok(run_cli(*base, "--run-id", "resumed", "--epochs", "4", "--resume"))
+    assert "resuming after epoch 2" in resumed.stdout
+    return out
+
+
+def test_feature_extract_learns_digits(tmp_path: Path, digits_dir: Path, run_cli: RunCli) -> None:
+    result = _ok(
+        run_cli(
+            "train",
+            "--data",
+            str(digits_dir),
+            "--output-dir",
+            str(tmp_path),
+            "--run-id",
+            "fx",
+            "--weights",
+            "none",
+            "--mode",
+            "feature-extract",
+            "--image-size",
+            "32",
+            "--limit",
+            "300",
+            "--epochs",
+            "6",
+            "--lr",
+            "0.02",
+            "--workers",
+            "2",
+            "--device",
+            "cpu",
+        )
+    )
+    m = metrics(tmp_path / "fx")
+    assert m["cached_features"] is True
+    assert m["best_val_acc"] >= 0.5, result.stdout  # chance is 0.1
+    assert "epoch 6/6" in result.stdout
+
+
+def test_finetune_learns_and_writes_every_output(runs: Path) -> None:
+    run_dir = runs / "four"
+    for name in OUTPUTS:
+        assert (run_dir / name).is_file(), name
+    m = metrics(run_dir)
+    assert m["best_val_acc"] >= 0.3  # well above the 0.1 of chance after four tiny epochs
+    assert m["epochs"][-1]["train_loss"] < m["epochs"][0]["train_loss"]
+    assert len(m["epochs"]) == 4 and m["num_train"] == 160 and m["num_val"] == 160
+    assert m["images_per_s"] > 0 and m["wall_time_s"] > 0
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    for png in ("curves.png", "confusion.png"):
+        with Image.open(run_dir / png) as img:
+            assert img.format == "PNG" and img.size[0] > 200
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["seed"] == 1 and env["arguments"]["epochs"] == 4
+    assert env["arguments"]["weights"] == "none"
+    assert env["image_id"] is None
+    assert env["git_revision"] and len(env["git_revision"]) == 40
+    lock = Path(__file__).resolve().parents[3] / "workload" / "requirements.lock"
+    expected = hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+    assert env["lock_sha256"] == expected
+
+
+def test_same_seed_same_metrics(runs: Path) -> None:
+    assert learning_curve(runs / "two-a") == learning_curve(runs / "two-b")
+    assert learning_curve(runs / "two-a") == learning_curve(runs / "four")[:2]
+
+
+def test_two_epochs_plus_resume_equals_four(runs: Path) -> None:
+    full = learning_curve(runs / "four")
+    assert learning_curve(runs / "resumed") == full
+    assert full[2][4] == pytest.approx(full[0][4] * 0.1)  # the StepLR state came back too
+    assert metrics(runs / "resumed")["best_val_acc"] == metrics(runs / "four")["best_val_acc"]
+
+
+def test_evaluate_reproduces_the_best_accuracy(
+    runs: Path, digits_dir: Path, run_cli: RunCli
+) -> None:
+    result = _ok(
+        run_cli(
+            "evaluate",
+            "--model",
+            str(runs / "four" / "model.pt"),
+            "--data",
+            str(digits_dir),
+            "--limit",
+            "160",
+            "--seed",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--json",
+        )
+    )
+    report = json.loads(result.stdout)
+    assert report["images"] == 160
+    assert report["accuracy"] == pytest.approx(metrics(runs / "four")["best_val_acc"])
+
+
+def test_default_run_id_is_a_timestamp(tmp_path: Path, digits_dir: Path, run_cli: RunCli) -> None:
+    _ok(
+        run_cli(
+            "train",
+            "--data",
+            str(digits_dir),
+            "--output-dir",
+            str(tmp_path),
+            *TINY,
+            "--mode",
+            "feature-extract",
+            "--epochs",
+            "1",
+            "--limit",
+            "40",
+        )
+    )
+    (run_dir,) = list(tmp_path.iterdir())
+    assert run_dir.name[:8].isdigit() and run_dir.name[8] == "-"
+    assert (run_dir / "metrics.json").is_file()
+
+
+def _mixed_tree(root: Path) -> Path:
+    """Two classes of grayscale, palette, RGBA and RGB images, one corrupt file, one text file."""
+    for split, count in (("train", 4), ("val", 2)):
+        for k, name in enumerate(("circle", "square")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, mode in zip(range(count), ("L", "P", "RGBA", "RGB"), strict=False):
+                img = Image.new("RGB", (20, 20), (40 * i, 200 * k, 90))
+                (img.quantize(4) if mode == "P" else img.convert(mode)).save(folder / f"{i}.png")
+    (root / "train" / "circle" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "val" / "square" / "README.txt").write_text("not an image")
+    return root
+
+
+def test_image_modes_converted_and_junk_skipped(tmp_path: Path, run_cli: RunCli) -> None:
+    data = _mixed_tree(tmp_path / "mixed")
+    result = _ok(
+        run_cli(
+            "train",
+            "--data",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--run-id",
+            "mixed",
+            *TINY,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+        )
+    )
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "skipped 2 file(s)" in warnings[0]
+    m = metrics(tmp_path / "out" / "mixed")
+    assert (m["num_train"], m["num_val"], m["skipped_files"]) == (8, 4, 2)
+
+
+def test_imagenet_offline_gives_the_fix(tmp_path: Path, digits_dir: Path, run_cli: RunCli) -> None:
+    with socket.socket() as s:  # a loopback port nothing listens on: the network is "down"
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env = {
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "https_proxy": dead,
+        "HTTPS_PROXY": dead,
+        "http_proxy": dead,
+        "HTTP_PROXY": dead,
+        "no_proxy": "",
+        "NO_PROXY": "",
+    }
+    result = run_cli(
+        "train",
+        "--data",
+        str(digits_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--weights",
+        "imagenet",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--limit",
+        "20",
+        "--workers",
+        "0",
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "ImageNet weights" in line and "--weights none" in line

@@ -1,0 +1,128 @@
+"""ImageFolder scanning, sampling, image conversion and the digits data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from transfer_learning.data import decode_split, limit_split, load_rgb, make_digits, scan_folder
+from transfer_learning.errors import WorkloadError
+
+
+def _png(path: Path, mode: str = "RGB", size: int = 12) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(path)))
+    pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    img = Image.fromarray(pixels, "RGB")
+    if mode == "P":
+        img = img.quantize(8)
+    elif mode != "RGB":
+        img = img.convert(mode)
+    img.save(path)
+    return path
+
+
+def _tree(root: Path, classes: dict[str, tuple[int, int]]) -> Path:
+    for name, (n_train, n_val) in classes.items():
+        (root / "train" / name).mkdir(parents=True, exist_ok=True)
+        (root / "val" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n_train):
+            _png(root / "train" / name / f"{i}.png")
+        for i in range(n_val):
+            _png(root / "val" / name / f"{i}.png")
+    return root
+
+
+def test_scan_finds_classes_and_files(tmp_path: Path) -> None:
+    data = scan_folder(_tree(tmp_path, {"ants": (3, 1), "bees": (2, 2)}))
+    assert data.classes == ["ants", "bees"]
+    assert data.train.targets == [0, 0, 0, 1, 1]
+    assert data.val.targets == [0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: _tree(root, {"a": (1, 1), "b": (1, 1)}) and _rm(root / "train"), "no train/"),
+        (lambda root: _tree(root, {"a": (1, 1), "b": (1, 1)}) and _rm(root / "val"), "no val/"),
+        (lambda root: _tree(root, {"a": (2, 1), "b": (0, 1)}), "class 'b' has no images"),
+        (lambda root: _tree(root, {"only": (2, 1)}), "at least two"),
+        (
+            lambda root: _tree(root, {"a": (1, 1), "b": (1, 1)}) and _mk(root / "val" / "c"),
+            "not in train/",
+        ),
+    ],
+    ids=[
+        "missing-root",
+        "missing-train",
+        "missing-val",
+        "empty-class",
+        "one-class",
+        "extra-val-class",
+    ],
+)
+def test_scan_rejects_bad_layouts(tmp_path: Path, setup, expected: str) -> None:
+    root = setup(tmp_path / "data") or tmp_path / "data"
+    with pytest.raises(WorkloadError, match=expected):
+        scan_folder(root if isinstance(root, Path) else tmp_path / "data")
+
+
+def _rm(path: Path) -> Path:
+    import shutil
+
+    shutil.rmtree(path)
+    return path.parent
+
+
+def _mk(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path.parent.parent
+
+
+def test_limit_split_is_seeded_and_keeps_every_class(tmp_path: Path) -> None:
+    data = scan_folder(_tree(tmp_path, {"a": (10, 1), "b": (10, 1), "c": (10, 1)}))
+    first = limit_split(data.train, 6, seed=3)
+    assert limit_split(data.train, 6, seed=3) == first
+    assert len(first.paths) == 6
+    assert sorted(set(first.targets)) == [0, 1, 2]
+    assert limit_split(data.train, 6, seed=4) != first
+    assert limit_split(data.train, None, seed=3) is data.train
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "RGB"])
+def test_load_rgb_converts_modes(tmp_path: Path, mode: str) -> None:
+    img = load_rgb(_png(tmp_path / f"x-{mode}.png", mode))
+    assert img is not None
+    assert img.mode == "RGB"
+    assert img.size == (12, 12)
+
+
+def test_non_images_are_skipped_and_reported(tmp_path: Path) -> None:
+    good = _png(tmp_path / "a" / "good.png", "L")
+    corrupt = tmp_path / "a" / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    text = tmp_path / "a" / "notes.txt"
+    text.write_text("hello")
+    assert load_rgb(corrupt) is None
+    assert load_rgb(text) is None
+    from transfer_learning.data import Split
+
+    images, targets, skipped = decode_split(Split([good, corrupt, text], [0, 0, 0]), 9, 0)
+    assert images.shape == (1, 3, 9, 9)
+    assert targets.tolist() == [0]
+    assert skipped == [corrupt, text]
+
+
+def test_make_digits_writes_a_seeded_imagefolder(tmp_path: Path) -> None:
+    root = make_digits(tmp_path / "d1", size=16, seed=5)
+    data = scan_folder(root)
+    assert data.classes == [str(i) for i in range(10)]
+    assert len(data.train.paths) + len(data.val.paths) == 1797
+    assert abs(len(data.val.paths) / 1797 - 0.25) < 0.01
+    with Image.open(data.train.paths[0]) as img:
+        assert (img.mode, img.size) == ("RGB", (16, 16))
+    again = scan_folder(make_digits(tmp_path / "d2", size=16, seed=5))
+    assert [p.name for p in again.val.paths] == [p.name for p in data.val.paths]

@@ -1,0 +1,222 @@
+"""The tutorial's recipe against ours, same machine, same data, one run."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import datasets, transforms
+
+from transfer_learning.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    cache_size,
+    limit_split,
+    make_digits,
+    scan_folder,
+)
+from transfer_learning.engine import TrainConfig, select_device, train
+from transfer_learning.model import build_model
+
+
+def tutorial_run(
+    data_dir: Path,
+    mode: str,
+    epochs: int,
+    image_size: int,
+    limit: int | None,
+    seed: int,
+    device: torch.device,
+    weights: str,
+    workers: int = 4,
+) -> dict[str, Any]:
+    """The classic tutorial loop: batch 4, 4 workers, fp32, contiguous, full forward each epoch."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    tf = {
+        "train": transforms.Compose(
+            [
+                transforms.RandomResizedCrop(image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        ),
+        "val": transforms.Compose(
+            [
+                transforms.Resize(cache_size(image_size)),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        ),
+    }
+    folder = scan_folder(data_dir)
+    chosen = {
+        "train": limit_split(folder.train, limit, seed),
+        "val": limit_split(folder.val, limit, seed + 1),
+    }
+    loaders = {}
+    for split in ("train", "val"):
+        ds = datasets.ImageFolder(str(data_dir / split), tf[split])
+        wanted = {str(p) for p in chosen[split].paths}
+        keep = [i for i, (p, _) in enumerate(ds.samples) if p in wanted]
+        loaders[split] = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(ds, keep), batch_size=4, shuffle=True, num_workers=workers
+        )
+    model = build_model(weights, len(folder.classes), mode).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+    criterion = nn.CrossEntropyLoss()
+    train_time = 0.0
+    seen = 0
+    val_accs = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for x, y in loaders["train"]:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+        scheduler.step()
+        train_time += time.perf_counter() - t0
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in loaders["val"]:
+                x, y = x.to(device), y.to(device)
+                correct += (model(x).argmax(1) == y).sum().item()
+                total += len(y)
+        val_accs.append(correct / total)
+    wall = time.perf_counter() - started
+    return {
+        "images_per_s": seen / train_time,
+        "epoch_time_s": wall / epochs,
+        "wall_time_s": wall,
+        "final_val_acc": val_accs[-1],
+        "best_val_acc": max(val_accs),
+    }
+
+
+def ours_run(
+    data_dir: Path,
+    mode: str,
+    epochs: int,
+    image_size: int,
+    limit: int | None,
+    seed: int,
+    device_name: str,
+    weights: str,
+    batch_size: int,
+    workers: int,
+    out: Path,
+) -> dict[str, Any]:
+    cfg = TrainConfig(
+        data=str(data_dir),
+        output_dir=str(out),
+        run_id=f"bench-{mode}",
+        weights=weights,
+        mode=mode,
+        epochs=epochs,
+        image_size=image_size,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        device=device_name,
+        seed=seed,
+        progress=False,
+    )
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(cfg)
+    m = result.metrics
+    return {
+        "images_per_s": m["images_per_s"],
+        "epoch_time_s": m["wall_time_s"] / epochs,
+        "wall_time_s": m["wall_time_s"],
+        "final_val_acc": m["epochs"][-1]["val_acc"],
+        "best_val_acc": m["best_val_acc"],
+    }
+
+
+def bench(
+    data: str | None = None,
+    image_size: int = 128,
+    limit: int | None = 256,
+    finetune_epochs: int = 2,
+    extract_epochs: int = 10,
+    batch_size: int = 32,
+    workers: int = 2,
+    device_name: str = "auto",
+    weights: str = "none",
+    seed: int = 0,
+) -> dict[str, Any]:
+    device = select_device(device_name)
+    with tempfile.TemporaryDirectory(prefix="tl-bench-") as tmp:
+        data_dir = Path(data) if data else make_digits(Path(tmp) / "digits", seed=seed)
+        scan_folder(data_dir)
+        report: dict[str, Any] = {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "data": str(data) if data else "digits (make-dataset)",
+            "image_size": image_size,
+            "limit": limit,
+            "weights": weights,
+            "batch_size": batch_size,
+        }
+        for mode, epochs in (("finetune", finetune_epochs), ("feature-extract", extract_epochs)):
+            base = tutorial_run(data_dir, mode, epochs, image_size, limit, seed, device, weights)
+            ours = ours_run(
+                data_dir,
+                mode,
+                epochs,
+                image_size,
+                limit,
+                seed,
+                device_name,
+                weights,
+                batch_size,
+                workers,
+                Path(tmp) / "out",
+            )
+            report[mode] = {
+                "epochs": epochs,
+                "baseline": base,
+                "ours": ours,
+                "throughput_ratio": ours["images_per_s"] / base["images_per_s"],
+                "wall_time_speedup": base["wall_time_s"] / ours["wall_time_s"],
+                "final_val_acc_delta_points": 100 * (ours["final_val_acc"] - base["final_val_acc"]),
+            }
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"device {report['device']}, torch {report['torch']}, {report['threads']} threads, "
+        f"{report['image_size']}px, limit {report['limit']}, weights {report['weights']}",
+        f"{'recipe':<28}{'img/s':>10}{'epoch s':>10}{'wall s':>10}{'val acc':>10}",
+    ]
+    for mode in ("finetune", "feature-extract"):
+        r = report[mode]
+        for name in ("baseline", "ours"):
+            x = r[name]
+            lines.append(
+                f"{mode + ' ' + name:<28}{x['images_per_s']:>10.1f}{x['epoch_time_s']:>10.2f}"
+                f"{x['wall_time_s']:>10.1f}{x['final_val_acc']:>10.3f}"
+            )
+        lines.append(
+            f"{mode + ' ratio':<28}{r['throughput_ratio']:>9.2f}x{'':>10}"
+            f"{r['wall_time_speedup']:>9.2f}x{r['final_val_acc_delta_points']:>+9.1f}pt"
+        )
+    return "\n".join(lines)

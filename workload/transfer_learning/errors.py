@@ -1,0 +1,15 @@
+"""The one exception type the CLI turns into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+
+class WorkloadError(Exception):
+    """Bad input (usage, data, weights, checkpoint): reported as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class DownloadError(WorkloadError):
+    """A download that failed or was cut short; running the command again resumes it."""
+
+    exit_code = 1
