@@ -74,3 +74,18 @@ def ansible_env(repo_root: Path) -> dict[str, str]:
         PY_COLORS="0",
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def notebook_image(debian_base_image, repo_root: Path) -> str:
+    """The notebook image (name:content-hash tag), built by the notebook role's own tasks.
+
+    Built once per content (Dockerfile + requirements.lock + workload package), then reused
+    by every session; tests must not remove it.
+    """
+    from tests.support.notebook_image import build_notebook_image
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(ANSIBLE_CONFIG=str(repo_root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return build_notebook_image(repo_root, env)

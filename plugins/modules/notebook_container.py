@@ -1,0 +1,293 @@
+#!/usr/bin/python
+# Copyright: Wyvern workbench team
+# Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: notebook_container
+short_description: Run the workbench's Jupyter container and prove that PyTorch sees the right device
+version_added: 0.1.0
+description:
+  - Creates, starts, stops or removes one Jupyter notebook container through the Docker SDK for Python.
+  - Idempotent. The same options change nothing; any drift in the image id, environment, published port,
+    GPUs, mounts, labels, shared memory size, user or restart policy recreates the container, and the diff
+    says what changed. An exited container is started again.
+  - With O(state=started) it waits until Jupyter's REST API answers with the token, then runs a probe
+    inside the container (torch and torchvision versions, CUDA version, whether CUDA is available, the
+    devices) and compares it with O(expect_gpu). A mismatch fails with a diagnosis that compares the host
+    driver with the minimum driver that the image's CUDA needs and says whether Docker has the nvidia
+    runtime.
+  - The container gets the environment variables C(JUPYTER_TOKEN) and C(WORKBENCH_IMAGE_ID) (the image id)
+    in addition to O(env).
+  - On any failure after the container exists, the result carries the last 50 lines of its log as RV(logs).
+author:
+  - Wyvern workbench team
+requirements:
+  - Docker SDK for Python >= 7.0 (C(docker)) on the managed host
+attributes:
+  check_mode:
+    support: full
+    description: Computes the actions and the diff without calling anything that changes state.
+  diff_mode:
+    support: full
+    description: Shows the managed settings before and after; the token is masked.
+  idempotent:
+    support: full
+    description: A second run with the same options reports C(changed=false).
+options:
+  name:
+    description: Name of the container.
+    type: str
+    required: true
+  image:
+    description:
+      - Image to run, by tag or id. Must already be on the host. Required with O(state=started).
+    type: str
+  state:
+    description:
+      - V(started) makes the container exist with this spec, run, and pass the health check.
+      - V(stopped) stops it if it runs (it stays for inspection); V(absent) removes it.
+    type: str
+    choices: [started, stopped, absent]
+    default: started
+  gpus:
+    description:
+      - GPUs to hand to the container as a Docker device request. V(auto) means V(all) on a host with an
+        NVIDIA GPU (a PCI device of vendor 0x10de) and V(none) elsewhere. A number asks for that many.
+    type: str
+    default: auto
+  bind_address:
+    description: Host address to publish Jupyter on. Keep the loopback default and reach it through SSH.
+    type: str
+    default: 127.0.0.1
+  port:
+    description: Host port to publish Jupyter's port 8888 on.
+    type: int
+    default: 8888
+  token:
+    description:
+      - Jupyter's token. When omitted, the token in O(token_file) is used, or a random one (32 bytes,
+        URL-safe) is created there once, so reruns keep it. A given token is also written to O(token_file).
+    type: str
+  token_file:
+    description: Host file (mode 0600) holding the token. Defaults to C(~/.local/share/wyvern/NAME.token).
+    type: path
+  volumes:
+    description: Bind mounts as C(HOST_PATH:CONTAINER_PATH[:ro|rw]), for example the workload and outputs.
+    type: list
+    elements: str
+    default: []
+  shm_size:
+    description: Size of C(/dev/shm); PyTorch's DataLoader workers pass batches through it.
+    type: str
+    default: 2g
+  env:
+    description: Extra environment variables.
+    type: dict
+    default: {}
+  user:
+    description: User (and group) to run as; must not be root.
+    type: str
+    default: "1000:1000"
+  restart_policy:
+    description: Docker restart policy.
+    type: str
+    choices: ["no", on-failure, always, unless-stopped]
+    default: unless-stopped
+  labels:
+    description: Container labels.
+    type: dict
+    default: {}
+  timeout:
+    description: Seconds to wait for Jupyter to answer before failing.
+    type: int
+    default: 180
+  interval:
+    description: Seconds between two polls of Jupyter's API.
+    type: float
+    default: 0.2
+  expect_gpu:
+    description:
+      - Whether PyTorch must see CUDA. V(auto) expects it exactly where the host has an NVIDIA GPU, so a GPU
+        host never falls back to the CPU silently.
+    type: str
+    choices: [auto, "true", "false"]
+    default: auto
+"""
+
+EXAMPLES = r"""
+- name: Start the notebook on the host's loopback
+  wyvern.workbench.notebook_container:
+    name: workbench
+    image: wyvern/notebook:3f2a9c0d1e2b4a5c
+    volumes:
+      - /var/lib/wyvern/workbench/workload:/workspace/workload:ro
+      - /var/lib/wyvern/workbench/outputs:/workspace/outputs:rw
+    token_file: /var/lib/wyvern/workbench/token
+  register: notebook
+
+- name: Insist on the GPU on an EC2 GPU instance
+  wyvern.workbench.notebook_container:
+    name: workbench
+    image: wyvern/notebook:3f2a9c0d1e2b4a5c
+    gpus: all
+    expect_gpu: "true"
+    token_file: /var/lib/wyvern/workbench/token
+
+- name: Remove the notebook container
+  wyvern.workbench.notebook_container:
+    name: workbench
+    state: absent
+"""
+
+RETURN = r"""
+url:
+  description: Where Jupyter answers on the host, without the token.
+  returned: state is started
+  type: str
+  sample: http://127.0.0.1:8888
+container_id:
+  description: Id of the container.
+  returned: when the container exists
+  type: str
+  sample: 4f1c2d3e...
+image_id:
+  description: Id of the image the container runs.
+  returned: state is started
+  type: str
+  sample: sha256:9b1f...
+seconds_to_healthy:
+  description: Seconds from starting the container (or from the check, when it already ran) to the first
+    answer of Jupyter's API with the token.
+  returned: state is started, not in check mode
+  type: float
+  sample: 3.04
+started_at:
+  description: Epoch time of the start call when this run started the container, else null.
+  returned: state is started, not in check mode
+  type: float
+probe:
+  description: What PyTorch reports inside the container.
+  returned: state is started, not in check mode
+  type: dict
+  contains:
+    torch:
+      description: torch version.
+      type: str
+      sample: 2.14.1+cu130
+    torchvision:
+      description: torchvision version.
+      type: str
+      sample: 0.29.1+cu130
+    cuda:
+      description: CUDA version torch was built with.
+      type: str
+      sample: "13.0"
+    cuda_available:
+      description: torch.cuda.is_available().
+      type: bool
+    device_count:
+      description: Number of CUDA devices.
+      type: int
+    devices:
+      description: CUDA device names.
+      type: list
+      elements: str
+token_file:
+  description: Host file that holds the token.
+  returned: state is started
+  type: str
+gpus:
+  description: GPUs requested after resolving V(auto) (V(all), V(none) or a count).
+  returned: state is started
+  type: str
+actions:
+  description: What the run did (or would do in check mode), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [remove, create, start]
+drift:
+  description: Settings that differed from the wanted spec and caused a recreate.
+  returned: always
+  type: list
+  elements: str
+  sample: [image, env]
+logs:
+  description: The last 50 lines of the container's log.
+  returned: on failure, when the container exists
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container import (
+    DOCKER_IMPORT_ERROR,
+    HAS_DOCKER,
+    NotebookContainer,
+    NotebookError,
+)
+
+ROOT_USERS = ("0", "root")
+
+
+def main() -> None:
+    argument_spec = dict(
+        name=dict(type="str", required=True),
+        image=dict(type="str"),
+        state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
+        gpus=dict(type="str", default="auto"),
+        bind_address=dict(type="str", default="127.0.0.1"),
+        port=dict(type="int", default=8888),
+        token=dict(type="str", no_log=True),
+        token_file=dict(type="path"),
+        volumes=dict(type="list", elements="str", default=[]),
+        shm_size=dict(type="str", default="2g"),
+        env=dict(type="dict", default={}),
+        user=dict(type="str", default="1000:1000"),
+        restart_policy=dict(
+            type="str",
+            default="unless-stopped",
+            choices=["no", "on-failure", "always", "unless-stopped"],
+        ),
+        labels=dict(type="dict", default={}),
+        timeout=dict(type="int", default=180),
+        interval=dict(type="float", default=0.2),
+        expect_gpu=dict(type="str", default="auto", choices=["auto", "true", "false"]),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        required_if=[("state", "started", ("image",))],
+        supports_check_mode=True,
+    )
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib("docker"), exception=str(DOCKER_IMPORT_ERROR))
+
+    params = dict(module.params)
+    if params["user"].split(":")[0] in ROOT_USERS:
+        module.fail_json(
+            msg=f"user {params['user']!r} is root; run the notebook as a non-root user such as 1000:1000"
+        )
+    if not 1 <= params["port"] <= 65535:
+        module.fail_json(msg=f"port {params['port']} is not a TCP port; use 1-65535")
+    if params["timeout"] <= 0 or params["interval"] <= 0:
+        module.fail_json(msg="timeout and interval must be positive; fix them")
+    if not params["token_file"]:
+        params["token_file"] = os.path.expanduser(f"~/.local/share/wyvern/{params['name']}.token")
+
+    try:
+        result = NotebookContainer(params, module.check_mode).run()
+    except NotebookError as exc:
+        failed = dict(exc.extra)
+        if exc.logs is not None:
+            failed["logs"] = exc.logs
+        module.fail_json(msg=str(exc), **failed)
+    module.exit_json(**result.as_dict())
+
+
+if __name__ == "__main__":
+    main()

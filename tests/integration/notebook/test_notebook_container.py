@@ -1,0 +1,132 @@
+"""The notebook_container module against the real Docker engine and the real notebook image.
+
+The ladder: check mode, start, idempotent check and rerun, drift, health, GPU
+expectation, port conflict, a crashing container, absent.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import stat
+import urllib.request
+from pathlib import Path
+
+import docker
+import pytest
+
+from .conftest import PREFIX, free_port
+
+CRASH_IMAGE = f"{PREFIX}crash:1"
+
+
+@pytest.fixture
+def spec(notebook_image: str, container_name: str, tmp_path: Path) -> dict:
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    outputs.chmod(0o777)
+    return {
+        "name": container_name,
+        "image": notebook_image,
+        "port": free_port(),
+        "token_file": str(tmp_path / "token"),
+        "volumes": [f"{outputs}:/workspace/outputs:rw"],
+        "labels": {"io.wyvern.workbench.test": "module"},
+        "timeout": 120,
+    }
+
+
+def jupyter(url: str, token: str | None) -> int:
+    request = urllib.request.Request(f"{url}/api/status")
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_ladder_check_start_idempotent_drift_absent(run_module, spec: dict, docker_client) -> None:
+    planned = run_module(spec, check=True)
+    assert planned["changed"] is True and planned["actions"] == ["create", "start"]
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(spec["name"])
+
+    started = run_module(spec)
+    assert started["changed"] is True, started.get("msg")
+    token = Path(spec["token_file"]).read_text().strip()
+    assert len(token) >= 43 and stat.S_IMODE(Path(spec["token_file"]).stat().st_mode) == 0o600
+    assert started["url"] == f"http://127.0.0.1:{spec['port']}"
+    assert jupyter(started["url"], token) == 200
+    assert jupyter(started["url"], None) == 403
+    assert started["probe"]["torch"].startswith("2.14.1")
+    assert started["probe"]["torchvision"].startswith("0.29.1")
+    assert started["probe"]["cuda_available"] is False  # this machine has no GPU
+    assert 0 < started["seconds_to_healthy"] < 60
+    container = docker_client.containers.get(spec["name"])
+    assert container.attrs["Config"]["User"] == "1000:1000"
+    ports = container.attrs["HostConfig"]["PortBindings"]["8888/tcp"]
+    assert ports == [{"HostIp": "127.0.0.1", "HostPort": str(spec["port"])}]
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    assert env["WORKBENCH_IMAGE_ID"] == started["image_id"]
+    assert token not in repr(started)
+
+    assert run_module(spec, check=True)["changed"] is False
+    again = run_module(spec)
+    assert again["changed"] is False and again["container_id"] == started["container_id"]
+    assert Path(spec["token_file"]).read_text().strip() == token  # the token is kept
+
+    drifted = run_module({**spec, "env": {"WORKBENCH_EXTRA": "1"}})
+    assert drifted["changed"] is True and drifted["drift"] == ["env"]
+    assert drifted["container_id"] != started["container_id"]
+    assert drifted["diff"]["after"]["env"]["WORKBENCH_EXTRA"] == "1"
+
+    docker_client.containers.get(spec["name"]).stop(timeout=5)
+    restarted = run_module({**spec, "env": {"WORKBENCH_EXTRA": "1"}})
+    assert restarted["changed"] is True and restarted["actions"] == ["start"]
+    assert restarted["container_id"] == drifted["container_id"]
+
+    removed = run_module({"name": spec["name"], "state": "absent"})
+    assert removed["changed"] is True
+    assert run_module({"name": spec["name"], "state": "absent"})["changed"] is False
+    assert not [c for c in docker_client.containers.list(all=True) if c.name == spec["name"]]
+
+
+def test_expect_gpu_true_fails_with_a_diagnosis(run_module, spec: dict) -> None:
+    failed = run_module({**spec, "expect_gpu": "true"})
+    assert failed.get("failed") is True
+    assert "expected a GPU but torch.cuda.is_available() is false" in failed["msg"]
+    assert "CUDA 13.0" in failed["msg"]
+    assert "no NVIDIA driver is loaded on the host" in failed["msg"]
+    assert "nvidia runtime" in failed["msg"]
+    assert any("ServerApp" in line for line in failed["logs"])
+
+
+def test_port_already_taken(run_module, spec: dict) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", spec["port"]))
+        holder.listen()
+        failed = run_module(spec)
+    assert failed.get("failed") is True
+    assert f"port 127.0.0.1:{spec['port']} is already taken" in failed["msg"]
+
+
+def test_crashing_container_returns_its_logs(
+    run_module, spec: dict, docker_client, debian_base_image: str
+) -> None:
+    dockerfile = (
+        f'FROM {debian_base_image}\nCMD ["sh", "-c", "echo notebook-crash-marker; exit 3"]\n'
+    )
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=CRASH_IMAGE, rm=True)
+    failed = run_module({**spec, "image": CRASH_IMAGE, "restart_policy": "no", "user": "1000"})
+    assert failed.get("failed") is True
+    assert "exited during start" in failed["msg"]
+    assert "notebook-crash-marker" in failed["logs"]
+
+
+def test_missing_image_and_root_user_fail_early(run_module, spec: dict) -> None:
+    missing = run_module({**spec, "image": f"{PREFIX}does-not-exist:0"})
+    assert "is not on this host; build it first" in missing["msg"]
+    root = run_module({**spec, "user": "root"})
+    assert "is root; run the notebook as a non-root user" in root["msg"]
