@@ -1,0 +1,149 @@
+"""Helpers for the ec2_gpu_instance tests: run the role against moto, read what it left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROLE_PLAYBOOK = HERE / "role.yml"
+# What the loopback "what is my address" service answers, as checkip.amazonaws.com does.
+MY_ADDRESS = "203.0.113.7"
+OWNER = "tester"
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    result: dict[str, Any]
+    stderr: str
+
+    def results(self, task_name: str) -> list[dict[str, Any]]:
+        found = []
+        for play in self.result.get("plays", []):
+            for task in play["tasks"]:
+                if task["task"]["name"].endswith(task_name):
+                    found.extend(task["hosts"].values())
+        return found
+
+    def failures(self) -> list[str]:
+        msgs = []
+        for play in self.result.get("plays", []):
+            for task in play["tasks"]:
+                for res in task["hosts"].values():
+                    if res.get("failed") and not res.get("ignored"):
+                        msgs.append(str(res.get("msg", "")))
+        return msgs
+
+    @property
+    def changed(self) -> int:
+        return sum(host["changed"] for host in self.result.get("stats", {}).values())
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.results("Show the instance record for the test to read")[0][
+            "ec2_gpu_instance_info"
+        ]
+
+    def describe(self) -> str:
+        return f"rc={self.rc}\nfailures={self.failures()}\nstderr={self.stderr[-3000:]}"
+
+
+def role_env(base_env: dict[str, str], moto_env: dict[str, str], home: Path) -> dict[str, str]:
+    """ansible-playbook env: moto's endpoint and fake credentials, a throwaway HOME."""
+    (home / ".config").mkdir(parents=True, exist_ok=True)
+    return {
+        **base_env,
+        **moto_env,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "USER": OWNER,
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        "ANSIBLE_LOCAL_TEMP": str(home / ".ansible-tmp"),
+    }
+
+
+def run_role(env: dict[str, str], *extra: str, **variables: Any) -> PlaybookRun:
+    args = ["ansible-playbook", str(ROLE_PLAYBOOK)]
+    for name, value in variables.items():
+        args += ["-e", json.dumps({name: value})]
+    args += list(extra)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        result = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        result = {"unparsed": proc.stdout[-3000:]}
+    return PlaybookRun(proc.returncode, result, proc.stderr)
+
+
+def tagged_resources(ec2, name: str | None = None) -> dict[str, list[str]]:
+    """Live instances, security groups and key pairs carrying workbench:name (= name if given)."""
+    filters = [{"Name": "tag-key", "Values": ["workbench:name"]}]
+    if name is not None:
+        filters = [{"Name": "tag:workbench:name", "Values": [name]}]
+    live = ["pending", "running", "shutting-down", "stopping", "stopped"]
+    instances = [
+        inst["InstanceId"]
+        for res in ec2.describe_instances(
+            Filters=[*filters, {"Name": "instance-state-name", "Values": live}]
+        )["Reservations"]
+        for inst in res["Instances"]
+    ]
+    groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]]
+    keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=filters)["KeyPairs"]]
+    return {"instances": instances, "security_groups": groups, "key_pairs": keys}
+
+
+def nothing(resources: dict[str, list[str]]) -> bool:
+    return not any(resources.values())
+
+
+class _AddressHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"{MY_ADDRESS}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def my_address_url() -> Iterator[str]:
+    """A loopback stand-in for checkip.amazonaws.com."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AddressHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def base_env(repo_root: Path) -> dict[str, str]:
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        ANSIBLE_CONFIG=str(repo_root / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        PY_COLORS="0",
+    )
+    for name in list(env):
+        # Nothing from the developer's own AWS set-up may leak into a test.
+        if name.startswith("AWS_"):
+            del env[name]
+    return env
