@@ -151,8 +151,8 @@ def ours_run(
 
 def bench(
     data: str | None = None,
-    image_size: int = 128,
-    limit: int | None = 256,
+    image_size: int = 112,
+    limit: int | None = 192,
     finetune_epochs: int = 2,
     extract_epochs: int = 10,
     batch_size: int = 32,

@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="the tutorial's recipe against ours, side by side")
     p.add_argument("--data", default=None, help="default: digits made in a temporary directory")
-    p.add_argument("--image-size", type=_positive, default=128)
-    p.add_argument("--limit", type=_positive, default=256)
+    p.add_argument("--image-size", type=_positive, default=112)
+    p.add_argument("--limit", type=_positive, default=192)
     p.add_argument("--finetune-epochs", type=_positive, default=2)
     p.add_argument("--extract-epochs", type=_positive, default=10)
     p.add_argument("--batch-size", type=_positive, default=32)

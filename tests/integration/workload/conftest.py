@@ -12,6 +12,11 @@ from typing import Any
 
 import pytest
 
+# Test this checkout's package, in this process and in every child (CLI, torchrun, kernel).
+WORKLOAD = str(Path(__file__).resolve().parents[3] / "workload")
+if sys.path[:1] != [WORKLOAD]:
+    sys.path.insert(0, WORKLOAD)
+
 # Small enough for two shared cores: 32 px, a sample of each split, one worker-free process.
 TINY = [
     "--weights",
@@ -41,6 +46,7 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     for var in ("WORKBENCH_IMAGE_ID", "WORKBENCH_GIT_REVISION", "WORKBENCH_LOCK_SHA256"):
         env.pop(var, None)
     env["PYTHONWARNINGS"] = "ignore"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [WORKLOAD, env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
 

@@ -6,14 +6,20 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+from tests.integration.workload.conftest import WORKLOAD
 
 NOTEBOOK = (
     Path(__file__).resolve().parents[3] / "workload" / "notebooks" / "transfer_learning.ipynb"
 )
 
 
-def test_notebook_executes_and_writes_outputs(tmp_path: Path, digits_dir: Path) -> None:
+def test_notebook_executes_and_writes_outputs(
+    tmp_path: Path, digits_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", WORKLOAD)  # the kernel imports this checkout's package
     nb = nbformat.read(NOTEBOOK, as_version=4)
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     overrides = {
