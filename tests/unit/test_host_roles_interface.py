@@ -1,0 +1,52 @@
+"""The host roles' public interface: defaults/main.yml mirrored by meta/argument_specs.yml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST_ROLES = ["nvidia_driver", "docker_engine", "nvidia_container_toolkit"]
+YAML_TYPES = {"str": str, "bool": bool, "int": int, "list": list, "dict": dict}
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+@pytest.mark.parametrize("role", HOST_ROLES)
+def test_defaults_mirror_argument_specs(role: str) -> None:
+    defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
+    options = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"][
+        "options"
+    ]
+    assert set(defaults) == set(options), f"{role}: defaults and argument_specs differ"
+    for name, spec in options.items():
+        assert name.startswith(f"{role}_"), name
+        assert spec["default"] == defaults[name], f"{role}: default of {name}"
+        assert isinstance(defaults[name], YAML_TYPES[spec["type"]]), f"{role}: type of {name}"
+        assert spec.get("description"), f"{role}: {name} has no description"
+        if "choices" in spec:
+            assert defaults[name] in spec["choices"], name
+
+
+@pytest.mark.parametrize("role", HOST_ROLES)
+def test_readme_documents_every_variable(role: str) -> None:
+    readme = (ROOT / "roles" / role / "README.md").read_text()
+    for name in load(ROOT / "roles" / role / "defaults" / "main.yml"):
+        assert f"`{name}`" in readme, f"{role}/README.md lacks {name}"
+
+
+def test_driver_default_branch_runs_cuda13_wheels() -> None:
+    defaults = load(ROOT / "roles" / "nvidia_driver" / "defaults" / "main.yml")
+    assert int(defaults["nvidia_driver_branch"]) >= 580
+    assert float(defaults["nvidia_driver_min_version"]) >= 580
+
+
+def test_docker_restart_handler_listens_on_the_shared_topic() -> None:
+    handlers = load(ROOT / "roles" / "docker_engine" / "handlers" / "main.yml")
+    assert any(h.get("listen") == "docker_engine_restart" for h in handlers)
+    notified = (ROOT / "roles" / "nvidia_container_toolkit" / "tasks" / "docker.yml").read_text()
+    assert "notify: docker_engine_restart" in notified
