@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import PlaybookRun, nothing, role_env, run_role, tagged_resources
 from tests.support.moto import free_port
+
+from .conftest import PlaybookRun, nothing, role_env, run_role, tagged_resources
 
 
 @dataclass
