@@ -71,10 +71,10 @@ region:
   sample: us-east-1
 """
 
-try:
+import contextlib
+
+with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing SDK
     import botocore
-except ImportError:
-    pass  # Handled by AnsibleAWSModule
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule

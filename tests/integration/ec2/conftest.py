@@ -67,6 +67,8 @@ def role_env(base_env: dict[str, str], moto_env: dict[str, str], home: Path) -> 
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),
         "USER": OWNER,
+        # Never fall back to an instance role when a test has dropped the credentials.
+        "AWS_EC2_METADATA_DISABLED": "true",
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_LOCAL_TEMP": str(home / ".ansible-tmp"),
     }

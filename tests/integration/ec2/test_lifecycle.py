@@ -112,7 +112,9 @@ def test_present_reports_the_instance_and_its_price(scenario: Scenario) -> None:
     assert info["public_ip"] == inst["PublicIpAddress"]
     assert info["private_ip"] == inst["PrivateIpAddress"]
     assert info["ami_id"] == NEWEST_DLAMI
-    assert info["ami_name"].startswith("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)")
+    assert info["ami_name"].startswith(
+        "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)"
+    )
     assert info["ssh_user"] == "ubuntu"
     assert info["hourly_price"] == pytest.approx(0.526)
     assert info["price_date"] and info["price_source"]

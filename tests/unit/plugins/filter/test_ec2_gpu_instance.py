@@ -1,0 +1,68 @@
+"""The ec2_gpu_instance filters: SSH CIDR normalisation and the teardown receipt."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+ROOT = Path(__file__).resolve().parents[4]
+_spec = importlib.util.spec_from_file_location(
+    "ec2_gpu_instance_filters", ROOT / "plugins/filter/ec2_gpu_instance.py"
+)
+assert _spec and _spec.loader
+filters = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(filters)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("203.0.113.7\n", "203.0.113.7/32"),  # checkip.amazonaws.com's body, as it comes
+        ("203.0.113.7/32", "203.0.113.7/32"),
+        ("10.1.2.3/16", "10.1.0.0/16"),
+        ("2001:db8::1", "2001:db8::1/128"),
+        ("0.0.0.0/0", "0.0.0.0/0"),
+    ],
+)
+def test_ssh_cidr_normalises_addresses_and_networks(given: str, expected: str) -> None:
+    assert filters.ssh_cidr(given) == expected
+
+
+@pytest.mark.parametrize("given", ["", "not-an-address", "203.0.113.300", "<html>busy</html>"])
+def test_ssh_cidr_rejects_anything_else(given: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="is not an IPv4 or IPv6 address"):
+        filters.ssh_cidr(given)
+
+
+def test_receipt_prices_the_uptime_per_second() -> None:
+    receipt = filters.ec2_receipt("2026-01-01T10:00:00+00:00", 0.526, now="2026-01-01T12:30:00Z")
+    assert receipt == {
+        "uptime_seconds": 9000,
+        "uptime": "2h 30m 00s",
+        "hourly_price": 0.526,
+        "estimated_cost": 1.315,
+    }
+
+
+def test_receipt_bills_at_least_one_minute() -> None:
+    receipt = filters.ec2_receipt("2026-01-01T10:00:00Z", "3.6", now="2026-01-01T10:00:10Z")
+    assert receipt["uptime_seconds"] == 10
+    assert receipt["estimated_cost"] == pytest.approx(0.06)
+
+
+def test_receipt_without_a_price_says_unknown_rather_than_zero() -> None:
+    receipt = filters.ec2_receipt("2026-01-01T10:00:00", None, now="2026-01-01T11:00:00")
+    assert receipt["uptime"] == "1h 00m 00s"
+    assert receipt["estimated_cost"] is None
+
+
+def test_receipt_rejects_a_time_it_cannot_read() -> None:
+    with pytest.raises(AnsibleFilterError, match="not an ISO 8601 time"):
+        filters.ec2_receipt("yesterday", 1.0)
+
+
+def test_filters_are_registered_under_their_names() -> None:
+    assert set(filters.FilterModule().filters()) == {"ssh_cidr", "ec2_receipt"}
