@@ -113,7 +113,8 @@ def test_aws_target_lifecycle(
         tiny = {"run_epochs": 1, "run_image_size": 32, "run_limit": 200}
         run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **tiny}, inventory)
         assert run.rc == 0, run.tail(80)
-        (run_dir,) = (outputs / NAME).iterdir()
+        (host_dir,) = outputs.iterdir()  # named after the instance's Name tag
+        (run_dir,) = host_dir.iterdir()
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"]
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
