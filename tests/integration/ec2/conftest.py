@@ -158,6 +158,7 @@ class LoopbackSshd:
     port: int
     user: str
     authorized_keys: Path
+    host_key: str  # the public host key, "ssh-ed25519 AAAA..."
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,8 @@ def loopback_sshd(tmp_path_factory) -> Iterator[LoopbackSshd]:
                 raise RuntimeError(f"sshd did not start: {proc.stderr.read().decode()}") from None
             time.sleep(0.2)
     try:
-        yield LoopbackSshd(port, getpass.getuser(), authorized)
+        host_key = " ".join((work / "host_key.pub").read_text().split()[:2])
+        yield LoopbackSshd(port, getpass.getuser(), authorized, host_key)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

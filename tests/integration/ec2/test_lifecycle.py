@@ -154,7 +154,7 @@ def test_second_present_changes_nothing_and_waits_for_ssh(
     assert not waited.get("skipped") and waited["elapsed"] < 60, waited
     # The host key was trusted on first use into the workbench's own known_hosts.
     known_hosts = scenario.key_path.parent / "known_hosts"
-    assert "[127.0.0.1]:" in known_hosts.read_text()
+    assert loopback_sshd.host_key in known_hosts.read_text()
     assert again.changed == 0, [
         t["task"]["name"]
         for p in again.result["plays"]
