@@ -149,3 +149,60 @@ def base_env(repo_root: Path) -> dict[str, str]:
         if name.startswith("AWS_"):
             del env[name]
     return env
+
+
+@dataclass
+class LoopbackSshd:
+    """A real sshd on 127.0.0.1 standing in for the instance (moto starts no machine)."""
+
+    port: int
+    user: str
+    authorized_keys: Path
+    host_key: str  # the public host key, "ssh-ed25519 AAAA..."
+
+
+@pytest.fixture(scope="module")
+def loopback_sshd(tmp_path_factory) -> Iterator[LoopbackSshd]:
+    import getpass
+    import shutil
+    import socket
+    import time
+
+    from tests.support.moto import free_port
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        pytest.fail("sshd is missing: scripts/setup-host.sh installs openssh-server")
+    work = tmp_path_factory.mktemp("sshd")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")], check=True
+    )
+    authorized = work / "authorized_keys"
+    authorized.touch(mode=0o600)
+    port = free_port()
+    config = work / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host_key'}\n"
+        f"PidFile {work / 'sshd.pid'}\nAuthorizedKeysFile {authorized}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"sshd did not start: {proc.stderr.read().decode()}") from None
+            time.sleep(0.2)
+    try:
+        host_key = " ".join((work / "host_key.pub").read_text().split()[:2])
+        yield LoopbackSshd(port, getpass.getuser(), authorized, host_key)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

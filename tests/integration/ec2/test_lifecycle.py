@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import MY_ADDRESS, OWNER, PlaybookRun, role_env, run_role, tagged_resources
+from .conftest import (
+    MY_ADDRESS,
+    OWNER,
+    LoopbackSshd,
+    PlaybookRun,
+    role_env,
+    run_role,
+    tagged_resources,
+)
 
 # Newest x86_64 "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)" in moto_amis.json.
 NEWEST_DLAMI = "ami-0d122a0000000002"
@@ -126,10 +134,27 @@ def test_present_reports_the_instance_and_its_price(scenario: Scenario) -> None:
     assert host_vars["ansible_ssh_private_key_file"] == str(scenario.key_path)
 
 
-def test_second_present_changes_nothing(scenario: Scenario) -> None:
+def test_second_present_changes_nothing_and_waits_for_ssh(
+    scenario: Scenario, loopback_sshd: LoopbackSshd
+) -> None:
     before = _instance(scenario.ec2)["InstanceId"]
-    again = run_role(scenario.env, ec2_gpu_instance_ssh_cidr=MY_ADDRESS, **COMMON)
+    # This time the role waits for SSH on the added host; extra vars point that host at a
+    # real sshd on loopback that trusts the workbench key, as e2e tests do.
+    loopback_sshd.authorized_keys.write_text(Path(f"{scenario.key_path}.pub").read_text())
+    again = run_role(
+        scenario.env,
+        "-e",
+        f"ansible_host=127.0.0.1 ansible_port={loopback_sshd.port} ansible_user={loopback_sshd.user}",
+        ec2_gpu_instance_ssh_cidr=MY_ADDRESS,
+        ec2_gpu_instance_wait_for_ssh=True,
+        ec2_gpu_instance_wait_timeout=60,
+    )
     assert again.rc == 0, again.describe()
+    waited = again.results("Wait until the instance answers over SSH")[0]
+    assert not waited.get("skipped") and waited["elapsed"] < 60, waited
+    # The host key was trusted on first use into the workbench's own known_hosts.
+    known_hosts = scenario.key_path.parent / "known_hosts"
+    assert loopback_sshd.host_key in known_hosts.read_text()
     assert again.changed == 0, [
         t["task"]["name"]
         for p in again.result["plays"]
@@ -196,6 +221,7 @@ def test_inventory_lists_the_instance_with_connection_variables(
     assert host["ansible_user"] == "ubuntu"
     assert host["ansible_ssh_private_key_file"] == str(scenario.key_path)
     assert "StrictHostKeyChecking=accept-new" in host["ansible_ssh_common_args"]
+    assert host["ansible_python_interpreter"] == "/usr/bin/python3"
     assert host["ec2_gpu_instance_info"]["instance_id"] == inst["InstanceId"]
 
     # -e ec2_gpu_instance_use_private_ip=true switches ansible_host to the private address.
@@ -244,6 +270,7 @@ def test_absent_leaves_nothing_tagged_and_prints_a_receipt(scenario: Scenario) -
     receipt = down.results("Show the receipt")[0]["msg"]
     assert instance_id in receipt and "USD at 0.526 USD/hour" in receipt
     assert scenario.key_path.exists(), "the local key is kept unless asked"
+    assert not (scenario.key_path.parent / "known_hosts").exists(), "host keys are forgotten"
 
     ec2.delete_key_pair(KeyName=foreign)
     again = run_role(
