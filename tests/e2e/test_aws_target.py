@@ -79,6 +79,8 @@ def test_aws_target_lifecycle(
             "ansible_host": sshd.host,
             "ansible_port": sshd.port,
             "ansible_user": sshd.user,
+            # sshd is up before the instance "boots": a failure to connect is a real one.
+            "ec2_gpu_instance_wait_timeout": 60,
         }
         site = run_playbook(repo_root, "site.yml", env, extra)
         assert site.rc == 0, site.tail(80)

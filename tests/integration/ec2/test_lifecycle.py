@@ -179,36 +179,47 @@ def test_inventory_lists_the_instance_with_connection_variables(
     scenario: Scenario, repo_root: Path
 ) -> None:
     # Someone else's workbench of the same name in the same account: listed in the keyed
-    # group, but not in `workbench`, which the playbooks target.
+    # group, but not in `workbench`, which the playbooks target. And a second workbench of
+    # our own, which `-e workbench_name=exp1` selects instead.
     ec2 = scenario.ec2
-    other = ec2.run_instances(
-        ImageId="ami-0c22a00000000002",
-        InstanceType="g4dn.xlarge",
-        MinCount=1,
-        MaxCount=1,
-        TagSpecifications=[
-            {
-                "ResourceType": "instance",
-                "Tags": [
-                    {"Key": "workbench:name", "Value": "workbench"},
-                    {"Key": "workbench:owner", "Value": "someone-else"},
-                    {"Key": "Name", "Value": "wyvern-workbench-someone-else"},
-                ],
-            }
-        ],
-    )["Instances"][0]["InstanceId"]
-    try:
+
+    def launch(name: str, owner: str) -> str:
+        return ec2.run_instances(
+            ImageId="ami-0c22a00000000002",
+            InstanceType="g4dn.xlarge",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": "workbench:name", "Value": name},
+                        {"Key": "workbench:owner", "Value": owner},
+                        {"Key": "Name", "Value": f"wyvern-{name}-{owner}"},
+                    ],
+                }
+            ],
+        )["Instances"][0]["InstanceId"]
+
+    def list_inventory(*extra: str) -> dict[str, Any]:
         proc = subprocess.run(
-            ["ansible-inventory", "-i", str(repo_root / "inventory/aws_ec2.yml"), "--list"],
+            ["ansible-inventory", "-i", str(repo_root / "inventory/aws_ec2.yml"), "--list", *extra],
             env=scenario.env,
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
-        inventory = _unwrap(json.loads(proc.stdout))
+        return _unwrap(json.loads(proc.stdout))
+
+    others = [launch("workbench", "someone-else"), launch("exp1", OWNER)]
+    try:
+        inventory = list_inventory()
+        exp1 = list_inventory("-e", "workbench_name=exp1")
     finally:
-        ec2.terminate_instances(InstanceIds=[other])
+        ec2.terminate_instances(InstanceIds=others)
+
+    assert exp1["workbench"]["hosts"] == [f"wyvern-exp1-{OWNER}"]
 
     mine = f"wyvern-workbench-{OWNER}"
     assert inventory["workbench"]["hosts"] == [mine]
