@@ -61,7 +61,7 @@ def moto(moto_session: MotoServer) -> Iterator[MotoServer]:
     moto_session.reset()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ansible_env(repo_root: Path) -> dict[str, str]:
     """Environment for ansible-playbook children: this checkout's config, no colour."""
     env = dict(os.environ)

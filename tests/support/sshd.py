@@ -23,6 +23,7 @@ class SshServer:
     port: int
     user: str
     log: Path
+    host_key: str  # the public host key, "ssh-ed25519 AAAA..."
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -69,7 +70,8 @@ Subsystem sftp internal-sftp
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log.open("wb"))
     try:
         _wait_for_port(port, proc)
-        yield SshServer("127.0.0.1", port, pwd.getpwuid(os.getuid()).pw_name, log)
+        public = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+        yield SshServer("127.0.0.1", port, pwd.getpwuid(os.getuid()).pw_name, log, public)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -133,22 +132,9 @@ def my_address_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def base_env(repo_root: Path) -> dict[str, str]:
-    import sys
-
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        ANSIBLE_CONFIG=str(repo_root / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        PY_COLORS="0",
-    )
-    for name in list(env):
-        # Nothing from the developer's own AWS set-up may leak into a test.
-        if name.startswith("AWS_"):
-            del env[name]
-    return env
+def base_env(ansible_env: dict[str, str]) -> dict[str, str]:
+    # Nothing from the developer's own AWS set-up may leak into a test.
+    return {name: value for name, value in ansible_env.items() if not name.startswith("AWS_")}
 
 
 @dataclass
@@ -157,52 +143,16 @@ class LoopbackSshd:
 
     port: int
     user: str
-    authorized_keys: Path
+    authorized_keys: Path  # written by the test; sshd reads it at each login
     host_key: str  # the public host key, "ssh-ed25519 AAAA..."
 
 
 @pytest.fixture(scope="module")
 def loopback_sshd(tmp_path_factory) -> Iterator[LoopbackSshd]:
-    import getpass
-    import shutil
-    import socket
-    import time
+    from tests.support.sshd import ssh_server
 
-    from tests.support.moto import free_port
-
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(sshd).exists():
-        pytest.fail("sshd is missing: scripts/setup-host.sh installs openssh-server")
     work = tmp_path_factory.mktemp("sshd")
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")], check=True
-    )
     authorized = work / "authorized_keys"
     authorized.touch(mode=0o600)
-    port = free_port()
-    config = work / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host_key'}\n"
-        f"PidFile {work / 'sshd.pid'}\nAuthorizedKeysFile {authorized}\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
-    )
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"sshd did not start: {proc.stderr.read().decode()}") from None
-            time.sleep(0.2)
-    try:
-        host_key = " ".join((work / "host_key.pub").read_text().split()[:2])
-        yield LoopbackSshd(port, getpass.getuser(), authorized, host_key)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with ssh_server(work, authorized) as server:
+        yield LoopbackSshd(server.port, server.user, authorized, server.host_key)
