@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# ansible-core (2.19) replaces sys.intern with a wrapper object when its module_utils are
+# imported, and torch._dynamo, imported by torchvision, then refuses to load
+# ("substitute_in_graph expects a function"). One pytest process holds both the module
+# tests and the workload tests, so load torchvision first, while sys.intern is the builtin.
+if importlib.util.find_spec("torchvision") is not None:
+    importlib.import_module("torchvision")
 
 from tests.support.base_image import BASE_IMAGE, build_base_image
 from tests.support.docker_engine import ensure_docker_engine
