@@ -122,5 +122,10 @@ def test_aws_target_lifecycle(
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down.rc == 0, down.tail(80)
         assert tagged_resources(ec2) == {"instances": [], "security_groups": [], "key_pairs": []}
+        assert f"Host {NAME}" not in (aws_home / ".ssh" / "config").read_text()
+
+        down_again = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
+        assert down_again.rc == 0, down_again.tail(80)
+        assert down_again.changed == 0, down_again.tail(150)
         assert (run_dir / "metrics.json").exists()
         assert NAME not in {c.name for c in docker_client.containers.list(all=True)}
