@@ -11,7 +11,7 @@ PYTEST ?= $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: setup host venv collection demo test test-unit test-integration test-molecule test-e2e \
-        lint bench bench-playbook build clean
+        lint bench bench-playbook bench-notebook build clean
 
 setup: host venv collection
 
@@ -62,6 +62,9 @@ bench: setup
 
 bench-playbook: setup
 	$(BIN)/python scripts/bench_playbook.py
+
+bench-notebook: setup
+	$(BIN)/python scripts/bench_notebook.py
 
 build: collection
 	ansible-galaxy collection build --force
