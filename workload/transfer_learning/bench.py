@@ -193,6 +193,7 @@ def tutorial_run(
         "wall_time_s": wall,
         "final_val_acc": val_accs[-1],
         "best_val_acc": max(val_accs),
+        "val_acc_per_epoch": val_accs,
     }
 
 
@@ -233,6 +234,7 @@ def ours_run(
         "wall_time_s": m["wall_time_s"],
         "final_val_acc": m["epochs"][-1]["val_acc"],
         "best_val_acc": m["best_val_acc"],
+        "val_acc_per_epoch": [row["val_acc"] for row in m["epochs"]],
     }
 
 
