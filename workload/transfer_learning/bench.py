@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torchvision import datasets, transforms
+from torchvision.models import ResNet18_Weights
 
 from transfer_learning.data import (
     IMAGENET_MEAN,
@@ -22,7 +25,91 @@ from transfer_learning.data import (
     scan_folder,
 )
 from transfer_learning.engine import TrainConfig, select_device, train
+from transfer_learning.errors import WorkloadError
 from transfer_learning.model import build_model
+
+STAND_IN = "self-pretrained stand-in for ImageNet"
+
+
+def imagenet_cached() -> bool:
+    """Whether torchvision's ImageNet resnet18 file is already in the hub cache (no download)."""
+    name = os.path.basename(urllib.parse.urlparse(ResNet18_Weights.IMAGENET1K_V1.url).path)
+    return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
+
+
+def stand_in_folder(data_dir: Path, limit: int | None, seed: int, root: Path) -> Path:
+    """An ImageFolder tree (symlinks) of the images outside the bench's train and val samples."""
+    folder = scan_folder(data_dir)
+    used = {
+        "train": set(limit_split(folder.train, limit, seed).paths),
+        "val": set(limit_split(folder.val, limit, seed + 1).paths),
+    }
+    counts = {}
+    for split, part in (("train", folder.train), ("val", folder.val)):
+        n = 0
+        for i, (path, target) in enumerate(zip(part.paths, part.targets, strict=True)):
+            if path in used[split]:
+                continue
+            dst = root / split / folder.classes[target] / f"{i:06d}-{path.name}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(path.resolve(), dst)
+            n += 1
+        counts[split] = n
+    missing = [c for c in folder.classes if not (root / "train" / c).is_dir()]
+    if missing or counts["val"] == 0:
+        raise WorkloadError(
+            f"--weights stand-in pretrains on images outside the bench's sample, but {data_dir} "
+            f"has {counts['train']} such train images ({len(missing)} classes without any) and "
+            f"{counts['val']} such val images: pass a smaller --limit, or --weights PATH/none"
+        )
+    return root
+
+
+def make_stand_in(
+    data_dir: Path,
+    limit: int | None,
+    seed: int,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    workers: int,
+    device_name: str,
+    work: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """Pretrain resnet18 from scratch on the images the bench does not use; return its model.pt.
+
+    Offline there are no ImageNet weights, and comparing two recipes that both train a random
+    resnet18 for a few epochs says nothing about accuracy. So the bench first fine-tunes a
+    random resnet18 (seeded, our recipe) on the rest of the data set: train images outside the
+    bench's train sample, validated on val images outside the bench's val sample. Both recipes
+    then start from this same file, as they would from ImageNet weights.
+    """
+    root = stand_in_folder(data_dir, limit, seed, work / "stand-in-data")
+    cfg = TrainConfig(
+        data=str(root),
+        output_dir=str(work / "stand-in-out"),
+        run_id="stand-in",
+        weights="none",
+        mode="finetune",
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        workers=workers,
+        device=device_name,
+        seed=seed,
+        progress=False,
+    )
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(cfg)
+    m = result.metrics
+    info = {
+        "train_images": m["num_train"],
+        "val_images": m["num_val"],
+        "epochs": epochs,
+        "val_acc": m["best_val_acc"],
+        "wall_time_s": m["wall_time_s"],
+    }
+    return result.run_dir / "model.pt", info
 
 
 def tutorial_run(
@@ -106,6 +193,7 @@ def tutorial_run(
         "wall_time_s": wall,
         "final_val_acc": val_accs[-1],
         "best_val_acc": max(val_accs),
+        "val_acc_per_epoch": val_accs,
     }
 
 
@@ -146,6 +234,7 @@ def ours_run(
         "wall_time_s": m["wall_time_s"],
         "final_val_acc": m["epochs"][-1]["val_acc"],
         "best_val_acc": m["best_val_acc"],
+        "val_acc_per_epoch": [row["val_acc"] for row in m["epochs"]],
     }
 
 
@@ -158,8 +247,9 @@ def bench(
     batch_size: int = 32,
     workers: int = 2,
     device_name: str = "auto",
-    weights: str = "none",
+    weights: str = "auto",
     seed: int = 0,
+    stand_in_epochs: int = 3,
 ) -> dict[str, Any]:
     device = select_device(device_name)
     with tempfile.TemporaryDirectory(prefix="tl-bench-") as tmp:
@@ -175,6 +265,29 @@ def bench(
             "weights": weights,
             "batch_size": batch_size,
         }
+        if weights == "auto":
+            weights = "imagenet" if imagenet_cached() else "stand-in"
+        if weights == "stand-in":
+            path, info = make_stand_in(
+                data_dir,
+                limit,
+                seed,
+                image_size,
+                stand_in_epochs,
+                batch_size,
+                workers,
+                device_name,
+                Path(tmp),
+            )
+            report["weights_used"] = STAND_IN
+            report["stand_in"] = info
+            weights = str(path)
+        elif weights == "imagenet":
+            report["weights_used"] = "imagenet (torchvision IMAGENET1K_V1)"
+        elif weights == "none":
+            report["weights_used"] = "none (random init: accuracies say little)"
+        else:
+            report["weights_used"] = f"file {weights}"
         for mode, epochs in (("finetune", finetune_epochs), ("feature-extract", extract_epochs)):
             base = tutorial_run(data_dir, mode, epochs, image_size, limit, seed, device, weights)
             ours = ours_run(
@@ -204,7 +317,17 @@ def bench(
 def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"device {report['device']}, torch {report['torch']}, {report['threads']} threads, "
-        f"{report['image_size']}px, limit {report['limit']}, weights {report['weights']}",
+        f"{report['image_size']}px, limit {report['limit']}, weights {report['weights']}: "
+        f"{report['weights_used']}",
+    ]
+    if "stand_in" in report:
+        s = report["stand_in"]
+        lines.append(
+            f"stand-in: resnet18 from scratch, {s['epochs']} epochs on {s['train_images']} train "
+            f"images outside the sample, val acc {s['val_acc']:.3f} on {s['val_images']}, "
+            f"{s['wall_time_s']:.0f} s (not in the timings below)"
+        )
+    lines += [
         f"{'recipe':<28}{'img/s':>10}{'epoch s':>10}{'wall s':>10}{'val acc':>10}",
     ]
     for mode in ("finetune", "feature-extract"):

@@ -104,7 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extract-epochs", type=_positive, default=10)
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--workers", type=_non_negative, default=_default_workers())
-    p.add_argument("--weights", default="none")
+    p.add_argument(
+        "--weights",
+        default="auto",
+        help="auto (imagenet if cached, else stand-in), stand-in, imagenet, none or a file path",
+    )
+    p.add_argument(
+        "--stand-in-epochs",
+        type=_positive,
+        default=3,
+        help="epochs of the stand-in pretraining on the images outside the sample (default 3)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -160,6 +170,7 @@ def _run(args: argparse.Namespace) -> int:
             args.device,
             args.weights,
             args.seed,
+            args.stand_in_epochs,
         )
         print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
