@@ -65,6 +65,13 @@ def stand_in_folder(data_dir: Path, limit: int | None, seed: int, root: Path) ->
     return root
 
 
+def _train_quietly(**settings: Any) -> tuple[Path, dict[str, Any]]:
+    """`train` with our recipe, its progress lines sent to stderr (stdout is the report)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(TrainConfig(progress=False, **settings))
+    return result.run_dir, result.metrics
+
+
 def make_stand_in(
     data_dir: Path,
     limit: int | None,
@@ -85,7 +92,7 @@ def make_stand_in(
     then start from this same file, as they would from ImageNet weights.
     """
     root = stand_in_folder(data_dir, limit, seed, work / "stand-in-data")
-    cfg = TrainConfig(
+    run_dir, m = _train_quietly(
         data=str(root),
         output_dir=str(work / "stand-in-out"),
         run_id="stand-in",
@@ -97,11 +104,7 @@ def make_stand_in(
         workers=workers,
         device=device_name,
         seed=seed,
-        progress=False,
     )
-    with contextlib.redirect_stdout(sys.stderr):
-        result = train(cfg)
-    m = result.metrics
     info = {
         "train_images": m["num_train"],
         "val_images": m["num_val"],
@@ -109,7 +112,7 @@ def make_stand_in(
         "val_acc": m["best_val_acc"],
         "wall_time_s": m["wall_time_s"],
     }
-    return result.run_dir / "model.pt", info
+    return run_dir / "model.pt", info
 
 
 def tutorial_run(
@@ -210,7 +213,7 @@ def ours_run(
     workers: int,
     out: Path,
 ) -> dict[str, Any]:
-    cfg = TrainConfig(
+    _, m = _train_quietly(
         data=str(data_dir),
         output_dir=str(out),
         run_id=f"bench-{mode}",
@@ -223,11 +226,7 @@ def ours_run(
         workers=workers,
         device=device_name,
         seed=seed,
-        progress=False,
     )
-    with contextlib.redirect_stdout(sys.stderr):
-        result = train(cfg)
-    m = result.metrics
     return {
         "images_per_s": m["images_per_s"],
         "epoch_time_s": m["wall_time_s"] / epochs,
