@@ -18,6 +18,16 @@ if sys.path[:1] != [WORKLOAD]:
     sys.path.insert(0, WORKLOAD)
 
 # Small enough for two shared cores: 32 px, a sample of each split, one worker-free process.
+# What every finished run leaves in outputs/<run-id>/.
+RUN_OUTPUTS = (
+    "metrics.json",
+    "history.csv",
+    "curves.png",
+    "confusion.png",
+    "model.pt",
+    "environment.json",
+)
+
 TINY = [
     "--weights",
     "none",

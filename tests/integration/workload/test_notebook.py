@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.integration.workload.conftest import WORKLOAD
+from tests.integration.workload.conftest import RUN_OUTPUTS, WORKLOAD
 
 NOTEBOOK = (
     Path(__file__).resolve().parents[3] / "workload" / "notebooks" / "transfer_learning.ipynb"
@@ -45,15 +45,7 @@ def test_notebook_executes_and_writes_outputs(
     ).execute()
 
     run_dir = tmp_path / "outputs" / "nb"
-    for name in (
-        "metrics.json",
-        "history.csv",
-        "curves.png",
-        "confusion.png",
-        "model.pt",
-        "environment.json",
-        "predictions.png",
-    ):
+    for name in (*RUN_OUTPUTS, "predictions.png"):
         assert (run_dir / name).is_file(), name
     m = json.loads((run_dir / "metrics.json").read_text())
     assert len(m["epochs"]) == 2 and m["mode"] == "feature-extract"

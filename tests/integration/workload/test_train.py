@@ -13,18 +13,16 @@ import pytest
 from PIL import Image
 from transfer_learning.cli import main
 
-from tests.integration.workload.conftest import TINY, RunCli, learning_curve, metrics
+from tests.integration.workload.conftest import (
+    RUN_OUTPUTS,
+    TINY,
+    RunCli,
+    learning_curve,
+    metrics,
+)
 
 FINETUNE = [*TINY, "--seed", "1", "--step-size", "2"]
-OUTPUTS = (
-    "metrics.json",
-    "history.csv",
-    "curves.png",
-    "confusion.png",
-    "model.pt",
-    "environment.json",
-    "checkpoint.pt",
-)
+OUTPUTS = (*RUN_OUTPUTS, "checkpoint.pt")
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
