@@ -24,6 +24,7 @@ class SshServer:
     user: str
     log: Path
     host_key: str  # the public host key, "ssh-ed25519 AAAA..."
+    authorized_keys: Path  # sshd reads it at each login, so a test may write it later
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -71,7 +72,8 @@ Subsystem sftp internal-sftp
     try:
         _wait_for_port(port, proc)
         public = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
-        yield SshServer("127.0.0.1", port, pwd.getpwuid(os.getuid()).pw_name, log, public)
+        user = pwd.getpwuid(os.getuid()).pw_name
+        yield SshServer("127.0.0.1", port, user, log, public, authorized_key)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.sshd import SshServer, ssh_server
+
 HERE = Path(__file__).resolve().parent
 ROLE_PLAYBOOK = HERE / "role.yml"
 # What the loopback "what is my address" service answers, as checkip.amazonaws.com does.
@@ -137,22 +139,11 @@ def base_env(ansible_env: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in ansible_env.items() if not name.startswith("AWS_")}
 
 
-@dataclass
-class LoopbackSshd:
-    """A real sshd on 127.0.0.1 standing in for the instance (moto starts no machine)."""
-
-    port: int
-    user: str
-    authorized_keys: Path  # written by the test; sshd reads it at each login
-    host_key: str  # the public host key, "ssh-ed25519 AAAA..."
-
-
 @pytest.fixture(scope="module")
-def loopback_sshd(tmp_path_factory) -> Iterator[LoopbackSshd]:
-    from tests.support.sshd import ssh_server
-
+def loopback_sshd(tmp_path_factory) -> Iterator[SshServer]:
+    """A real sshd on 127.0.0.1 standing in for the instance (moto starts no machine)."""
     work = tmp_path_factory.mktemp("sshd")
     authorized = work / "authorized_keys"
     authorized.touch(mode=0o600)
     with ssh_server(work, authorized) as server:
-        yield LoopbackSshd(server.port, server.user, authorized, server.host_key)
+        yield server

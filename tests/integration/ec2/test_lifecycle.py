@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.sshd import SshServer
+
 from .conftest import (
     MY_ADDRESS,
     OWNER,
-    LoopbackSshd,
     PlaybookRun,
     role_env,
     run_role,
@@ -135,7 +136,7 @@ def test_present_reports_the_instance_and_its_price(scenario: Scenario) -> None:
 
 
 def test_second_present_changes_nothing_and_waits_for_ssh(
-    scenario: Scenario, loopback_sshd: LoopbackSshd
+    scenario: Scenario, loopback_sshd: SshServer
 ) -> None:
     before = _instance(scenario.ec2)["InstanceId"]
     # This time the role waits for SSH on the added host; extra vars point that host at a
