@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.support.moto import free_port
-from tests.support.playbook import run_playbook
+from tests.support.playbook import forget_host_outputs, run_playbook
 from tests.support.sshd import ssh_server
 
 NAME = "wb-e2e-aws"
@@ -56,6 +56,7 @@ def tagged_resources(ec2) -> dict[str, list]:
 def test_aws_target_lifecycle(
     repo_root, ansible_env, moto, docker_client, aws_home, instance_key, tmp_path
 ) -> None:
+    forget_host_outputs(NAME)
     env = {
         **ansible_env,
         **moto.env,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.moto import free_port
-from tests.support.playbook import run_playbook
+from tests.support.playbook import forget_host_outputs, run_playbook
 
 NAME = "wb-e2e-local"
 
@@ -26,6 +26,7 @@ TINY_RUN = {"run_epochs": 1, "run_image_size": 32, "run_limit": 200, "run_batch_
 
 
 def test_local_target_lifecycle(repo_root, ansible_env, docker_client, local_vars) -> None:
+    forget_host_outputs(NAME)
     site = run_playbook(repo_root, "site.yml", ansible_env, local_vars)
     assert site.rc == 0, site.tail()
     assert "Device: CPU" in site.output
