@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,22 @@ def test_driver_default_branch_runs_cuda13_wheels() -> None:
     assert float(defaults["nvidia_driver_min_version"]) >= 580
 
 
-def test_docker_restart_handler_listens_on_the_shared_topic() -> None:
+def test_daemon_json_has_one_owner() -> None:
+    """Only docker_engine writes daemon.json; the toolkit goes through its `daemon` entry point."""
     handlers = load(ROOT / "roles" / "docker_engine" / "handlers" / "main.yml")
     assert any(h.get("listen") == "docker_engine_restart" for h in handlers)
-    notified = (ROOT / "roles" / "nvidia_container_toolkit" / "tasks" / "docker.yml").read_text()
-    assert "notify: docker_engine_restart" in notified
+    specs = load(ROOT / "roles" / "docker_engine" / "meta" / "argument_specs.yml")["argument_specs"]
+    assert "daemon" in specs
+    toolkit = ROOT / "roles" / "nvidia_container_toolkit"
+    deps = load(toolkit / "meta" / "main.yml")["dependencies"]
+    assert [d["role"] for d in deps] == ["wyvern.workbench.docker_engine"]
+    tasks = "\n".join(p.read_text() for p in sorted((toolkit / "tasks").glob("*.yml")))
+    assert "tasks_from: daemon.yml" in tasks
+    assert "nvidia-ctk" not in tasks
+    # No other role reads or writes the file itself.
+    touching = [
+        p.relative_to(ROOT)
+        for p in sorted((ROOT / "roles").rglob("*.yml"))
+        if re.search(r"^\s*(dest|path|src):.*daemon", p.read_text(), re.M)
+    ]
+    assert touching == [Path("roles/docker_engine/tasks/daemon.yml")]
