@@ -10,7 +10,7 @@ COLLECTION_LINK := collections/ansible_collections/wyvern/workbench
 PYTEST ?= $(BIN)/pytest
 PYTEST_ARGS ?=
 
-.PHONY: setup host venv collection demo test test-unit test-integration test-molecule test-e2e \
+.PHONY: setup host venv test-deps collection demo test test-unit test-integration test-molecule test-e2e \
         lint bench bench-playbook bench-notebook build clean
 
 setup: host venv collection
@@ -18,11 +18,19 @@ setup: host venv collection
 host:
 	@scripts/setup-host.sh
 
+# The control node needs Ansible and the AWS and Docker SDKs, nothing else: the notebook
+# and PyTorch run in the container. PyTorch and the test tools come with `make test`.
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml workload/pyproject.toml
+$(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+test-deps: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml workload/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[workload,test]' -e ./workload
 	@touch $@
 
@@ -36,34 +44,34 @@ demo: setup
 	ansible-playbook site.yml
 	ansible-playbook playbooks/run.yml
 
-test: setup lint
+test: setup test-deps lint
 	$(PYTEST) $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup test-deps
 	$(PYTEST) -m unit $(PYTEST_ARGS)
 
-test-integration: setup
+test-integration: setup test-deps
 	$(PYTEST) -m integration $(PYTEST_ARGS)
 
-test-molecule: setup
+test-molecule: setup test-deps
 	$(PYTEST) -m molecule $(PYTEST_ARGS)
 
-test-e2e: setup
+test-e2e: setup test-deps
 	$(PYTEST) -m e2e $(PYTEST_ARGS)
 
-lint: setup
+lint: setup test-deps
 	yamllint -s .
 	ansible-lint
 	ruff check .
 	ruff format --check .
 
-bench: setup
+bench: setup test-deps
 	$(BIN)/python -m transfer_learning bench --json
 
-bench-playbook: setup
+bench-playbook: setup test-deps
 	$(BIN)/python scripts/bench_playbook.py
 
-bench-notebook: setup
+bench-notebook: setup test-deps
 	$(BIN)/python scripts/bench_notebook.py
 
 build: collection
