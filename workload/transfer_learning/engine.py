@@ -95,8 +95,10 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise WorkloadError("--device cuda was asked for but no CUDA device is available")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        # More processes than GPUs (torchrun --nproc-per-node 2 on one GPU): ranks share them.
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
@@ -118,8 +120,12 @@ def init_distributed(device_name: str) -> Dist:
         return Dist()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    # NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): with more processes on
+    # this node than GPUs, the ranks share the GPUs and talk over gloo instead.
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    nccl = use_cuda and local_world <= torch.cuda.device_count()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
@@ -365,7 +371,7 @@ def train(cfg: TrainConfig) -> RunResult:
     log(
         f"run {run_id}: {cfg.mode}, {len(data.classes)} classes, {n_train} train / "
         f"{len(data.val_y)} val images at {cfg.image_size}px on {device}"
-        + (f" x{d.world}" if d.world > 1 else "")
+        + (f" x{d.world} ({dist.get_backend()})" if d.world > 1 else "")
         + (f", resuming after epoch {start_epoch}" if start_epoch else ""),
         flush=True,
     )
@@ -462,6 +468,7 @@ def train(cfg: TrainConfig) -> RunResult:
         "weights": cfg.weights,
         "device": str(device),
         "world_size": d.world,
+        "dist_backend": dist.get_backend() if d.world > 1 else None,
         "image_size": cfg.image_size,
         "batch_size": cfg.batch_size,
         "classes": data.classes,
