@@ -12,6 +12,10 @@
 # nvidia-smi sampling; torchrun with 2 processes on the one GPU (NCCL, else gloo); the
 # GPU-only ceiling; `bench --device cuda` GPU_CHECK_REPS times (default 3), medians.
 #
+# GPU_CHECK_SKIP="name ...": steps not to run. GPU_CHECK_BENCH_BATCH: ours' batch size in
+# the bench (default 32, the CLI's). GPU_CHECK_AB_BATCHES="256": also train at these batch
+# sizes with cuDNN autotuning switched back on (a patched copy of the workload).
+#
 # GPU_CHECK_DRY=1: the same steps on the CPU at toy sizes (the tests only collected), to
 # shake out this script on a machine without a GPU. The workload is used from workload/
 # (PYTHONPATH), not installed: the GPU image brings its own torch and torchvision.
@@ -23,6 +27,9 @@ mkdir -p "$OUT"
 DRY=${GPU_CHECK_DRY:-0}
 BUDGET=${GPU_CHECK_BUDGET:-400}
 REPS=${GPU_CHECK_REPS:-3}
+SKIP=" ${GPU_CHECK_SKIP:-} "          # step names not to run, e.g. "module-utils torchrun"
+BENCH_BATCH=${GPU_CHECK_BENCH_BATCH:-32}
+AB_BATCHES=${GPU_CHECK_AB_BATCHES:-}  # also train these batch sizes with cuDNN autotuning on
 PY=${PYTHON:-python3}
 LOG=$OUT/log.txt
 STEPS=$OUT/steps.tsv
@@ -50,6 +57,11 @@ log() { echo "$*" | tee -a "$LOG" >&2; }
 step() {
   local name=$1 limit=$2 left rc start secs
   shift 2
+  if [[ "$SKIP" == *" $name "* ]]; then
+    log "=== $name: skipped (GPU_CHECK_SKIP)"
+    printf '%s\tskipped\t0\n' "$name" >>"$STEPS"
+    return 98
+  fi
   left=$((BUDGET - ($(date +%s) - T0) - 5))
   if [ "$left" -lt 15 ]; then
     log "=== $name: skipped, ${left}s of the ${BUDGET}s budget left"
@@ -91,7 +103,7 @@ PYTEST=("$PY" -m pytest tests/gpu -m cuda --confcutdir tests/gpu -o addopts= -p 
 if [ "$DRY" = 1 ]; then
   PYTEST+=(--collect-only -q)
 elif "$PY" -c "import xdist" 2>/dev/null; then
-  PYTEST+=(-n 3)
+  PYTEST+=(-n 5)
 fi
 step cuda-tests 200 "${PYTEST[@]}"
 
@@ -112,6 +124,25 @@ for b in $BATCHES; do
     --run-id "b$b" --weights none --device "$DEVICE" --epochs "$TRAIN_EPOCHS" --image-size "$IMG" \
     --batch-size "$b" --workers "$WORKERS" "${TRAIN_LIMIT[@]}" && RUNS+=("b$b")
 done
+# The same runs with cuDNN's autotuning (torch.backends.cudnn.benchmark) on: a copy of the
+# workload with that one line changed, to measure what the engine's choice costs or saves.
+if [ -n "$AB_BATCHES" ]; then
+  cp -r "$ROOT/workload" "$WORK/autotune"
+  "$PY" - "$WORK/autotune/transfer_learning/engine.py" <<'EOF'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+old = "(BENCHMARKS.md, CUDA).\n        torch.backends.cudnn.benchmark = False\n"
+assert old in text, "engine.py no longer has the line this A/B flips"
+open(path, "w").write(text.replace(old, old.replace("= False", "= True")))
+EOF
+  for b in $AB_BATCHES; do
+    step "train-b$b-autotune" 150 env PYTHONPATH="$WORK/autotune" "$PY" -m transfer_learning \
+      train --data "$DATA" --output-dir "$WORK/train" --run-id "b$b-autotune" --weights none \
+      --device "$DEVICE" --epochs "$TRAIN_EPOCHS" --image-size "$IMG" --batch-size "$b" \
+      --workers "$WORKERS" "${TRAIN_LIMIT[@]}" && RUNS+=("b$b-autotune")
+  done
+fi
 [ -n "$SMI_PID" ] && kill "$SMI_PID" 2>/dev/null
 for r in "${RUNS[@]}"; do record "train-$r-metrics" "$WORK/train/$r/metrics.json"; done
 if [ "${#RUNS[@]}" -gt 0 ] && [ -s "$OUT/smi-train.csv" ]; then
@@ -142,7 +173,8 @@ fi
 for i in $(seq 1 "$REPS"); do
   step "bench-$i" 150 "$PY" -m transfer_learning bench --json --data "$DATA" --device "$DEVICE" \
     --image-size "$IMG" --limit "$LIMIT" --finetune-epochs "$BENCH_EPOCHS" \
-    --extract-epochs "$BENCH_EPOCHS" --weights none --workers "$WORKERS" | tee "$WORK/bench-$i.json"
+    --extract-epochs "$BENCH_EPOCHS" --weights none --workers "$WORKERS" \
+    --batch-size "$BENCH_BATCH" | tee "$WORK/bench-$i.json"
   record "bench-$i" "$WORK/bench-$i.json"
 done
 "$PY" tests/gpu/bench_median.py "$RESULTS" | tee -a "$LOG" "$WORK/median.json"
