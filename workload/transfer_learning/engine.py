@@ -155,7 +155,10 @@ def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        # No autotuning: cuDNN's benchmark mode times every convolution again for each new
+        # batch shape (full, last partial, validation), seconds in the first epoch of the
+        # short runs this workload makes (BENCHMARKS.md, CUDA).
+        torch.backends.cudnn.benchmark = False
 
 
 class Batcher:
@@ -388,7 +391,11 @@ def train(cfg: TrainConfig) -> RunResult:
         else:
             model.train()
         bar = _progress(cfg, d, per_rank * d.world, f"epoch {epoch + 1}/{cfg.epochs}")
-        loss_sum = correct = seen = 0.0
+        # The sums stay on the device until the epoch ends: no host sync per step, so the CPU
+        # prepares the next batch while the GPU is still busy with this one.
+        loss_t = torch.zeros((), dtype=torch.float64, device=device)
+        correct_t = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         for idx in _chunks(order, cfg.batch_size):
             y = data.train_y[idx].to(device, non_blocking=True)
             logits = forward(idx, True, generator)
@@ -397,14 +404,16 @@ def train(cfg: TrainConfig) -> RunResult:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_t += loss.detach().double() * len(idx)
+            correct_t += (logits.argmax(1) == y).sum()
             seen += len(idx)
             if bar is not None:
                 bar.update(len(idx) * d.world)
         if bar is not None:
             bar.close()
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], d, device)
+        loss_sum, correct, seen = _all_sum(
+            [loss_t.item(), float(correct_t.item()), float(seen)], d, device
+        )
         train_s = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
