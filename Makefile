@@ -11,7 +11,7 @@ PYTEST ?= $(BIN)/pytest
 PYTEST_ARGS ?=
 
 .PHONY: setup host venv test-deps collection demo test test-unit test-integration test-molecule test-e2e \
-        lint bench bench-playbook bench-notebook build clean
+        lint bench bench-playbook bench-notebook build clean gpu-check
 
 setup: host venv collection
 
@@ -73,6 +73,10 @@ bench-playbook: setup test-deps
 
 bench-notebook: setup test-deps
 	$(BIN)/python scripts/bench_notebook.py
+
+# On a machine with an NVIDIA GPU and its own torch (no setup: nothing is installed).
+gpu-check:
+	scripts/gpu_check.sh
 
 build: collection
 	ansible-galaxy collection build --force

@@ -95,8 +95,10 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise WorkloadError("--device cuda was asked for but no CUDA device is available")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        # More processes than GPUs (torchrun --nproc-per-node 2 on one GPU): ranks share them.
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
@@ -118,8 +120,12 @@ def init_distributed(device_name: str) -> Dist:
         return Dist()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    # NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): with more processes on
+    # this node than GPUs, the ranks share the GPUs and talk over gloo instead.
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    nccl = use_cuda and local_world <= torch.cuda.device_count()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
@@ -149,7 +155,10 @@ def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        # No autotuning: cuDNN's benchmark mode times every convolution again for each new
+        # batch shape (full, last partial, validation), seconds in the first epoch of the
+        # short runs this workload makes (BENCHMARKS.md, CUDA).
+        torch.backends.cudnn.benchmark = False
 
 
 class Batcher:
@@ -365,7 +374,7 @@ def train(cfg: TrainConfig) -> RunResult:
     log(
         f"run {run_id}: {cfg.mode}, {len(data.classes)} classes, {n_train} train / "
         f"{len(data.val_y)} val images at {cfg.image_size}px on {device}"
-        + (f" x{d.world}" if d.world > 1 else "")
+        + (f" x{d.world} ({dist.get_backend()})" if d.world > 1 else "")
         + (f", resuming after epoch {start_epoch}" if start_epoch else ""),
         flush=True,
     )
@@ -382,7 +391,11 @@ def train(cfg: TrainConfig) -> RunResult:
         else:
             model.train()
         bar = _progress(cfg, d, per_rank * d.world, f"epoch {epoch + 1}/{cfg.epochs}")
-        loss_sum = correct = seen = 0.0
+        # The sums stay on the device until the epoch ends: no host sync per step, so the CPU
+        # prepares the next batch while the GPU is still busy with this one.
+        loss_t = torch.zeros((), dtype=torch.float64, device=device)
+        correct_t = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         for idx in _chunks(order, cfg.batch_size):
             y = data.train_y[idx].to(device, non_blocking=True)
             logits = forward(idx, True, generator)
@@ -391,14 +404,16 @@ def train(cfg: TrainConfig) -> RunResult:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_t += loss.detach().double() * len(idx)
+            correct_t += (logits.argmax(1) == y).sum()
             seen += len(idx)
             if bar is not None:
                 bar.update(len(idx) * d.world)
         if bar is not None:
             bar.close()
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], d, device)
+        loss_sum, correct, seen = _all_sum(
+            [loss_t.item(), float(correct_t.item()), float(seen)], d, device
+        )
         train_s = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -462,6 +477,7 @@ def train(cfg: TrainConfig) -> RunResult:
         "weights": cfg.weights,
         "device": str(device),
         "world_size": d.world,
+        "dist_backend": dist.get_backend() if d.world > 1 else None,
         "image_size": cfg.image_size,
         "batch_size": cfg.batch_size,
         "classes": data.classes,
