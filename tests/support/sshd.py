@@ -17,6 +17,19 @@ from tests.support.moto import free_port
 
 SSHD = "/usr/sbin/sshd"
 
+# sudo for a stand-in whose login user is root: drop sudo's options, run the command.
+SUDO_SHIM = """#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -u|-g|-p|-C|-D|-r|-t|-U|-h) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+exec "$@"
+"""
+
 
 @dataclass
 class SshServer:
@@ -57,11 +70,14 @@ def ssh_server(
     host_private_key: str | None = None,
     port: int | None = None,
     address: str = "127.0.0.1",
+    sudo: bool = False,
 ) -> Iterator[SshServer]:
     """Run sshd on a loopback port, accepting only ``authorized_key`` for this user.
 
     ``host_private_key`` (OpenSSH format) is the server's ed25519 host key, as cloud-init
     installs it from an instance's user data; without it the server makes its own.
+    ``sudo`` puts a ``sudo`` on the sessions' PATH, as an instance has (rsync runs
+    ``sudo -u root rsync`` there); the login user is root already, so it runs the command.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "ssh_host_ed25519_key"
@@ -80,6 +96,15 @@ def ssh_server(
     port = port or free_port()
     log = workdir / "sshd.log"
     config = workdir / "sshd_config"
+    session_env = ""
+    if sudo:
+        bindir = workdir / "bin"
+        bindir.mkdir(exist_ok=True)
+        (bindir / "sudo").write_text(SUDO_SHIM)
+        (bindir / "sudo").chmod(0o755)
+        session_env = (
+            f"SetEnv PATH={bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        )
     config.write_text(
         f"""Port {port}
 ListenAddress {address}
@@ -94,7 +119,7 @@ StrictModes no
 UsePAM no
 AllowTcpForwarding yes
 Subsystem sftp internal-sftp
-"""
+{session_env}"""
     )
     # The log goes to a file (never an unread pipe, which blocks the server once full).
     with log.open("wb") as log_file:
@@ -185,7 +210,9 @@ class StandInInstance:
             address = instance["PublicIpAddress"]
             self._stack.enter_context(address_on_loopback(address))
             self.server = self._stack.enter_context(
-                ssh_server(self.workdir, self.authorized_key, host_key, port=22, address=address)
+                ssh_server(
+                    self.workdir, self.authorized_key, host_key, port=22, address=address, sudo=True
+                )
             )
         except BaseException as exc:  # reported to the test, which asserts on it
             self.error = exc
