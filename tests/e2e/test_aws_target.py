@@ -66,6 +66,11 @@ Host other
 """
 
 
+def _flat(output: str) -> str:
+    """The output with its line wrapping undone (the YAML callback wraps long messages)."""
+    return " ".join(output.split())
+
+
 def _changed_tasks(output: str) -> list[str]:
     tasks, current = [], ""
     for line in output.splitlines():
@@ -147,8 +152,8 @@ def test_aws_target_lifecycle(
             text = user_known.read_text() if user_known.exists() else ""
             assert instance["PublicIpAddress"] not in text and alias not in text
         # The price as the playbooks print it: at launch and in the report.
-        assert "about 0.526 USD/hour until `teardown`" in site.output, site.tail(80)
-        assert "about 0.526 USD/hour while it runs" in site.output
+        assert "about 0.526 USD/hour until `teardown`" in _flat(site.output), site.tail(80)
+        assert "about 0.526 USD/hour while it runs" in _flat(site.output), site.tail(80)
         assert f"ssh -N -L {notebook_port}:127.0.0.1:{notebook_port} {NAME}" in site.output
         assert docker_client.containers.get(NAME).status == "running"
 
@@ -192,8 +197,8 @@ def test_aws_target_lifecycle(
         assert f"Host {NAME}" not in config
         assert OTHER_ENTRY in config, "the other workbench's entry stays"
         # The receipt as teardown prints it.
-        assert f"{instance['InstanceId']} (g4dn.xlarge) ran" in down.output, down.tail(80)
-        assert "USD at 0.526 USD/hour" in down.output
+        assert f"{instance['InstanceId']} (g4dn.xlarge) ran" in _flat(down.output), down.tail(80)
+        assert "USD at 0.526 USD/hour" in _flat(down.output), down.tail(80)
         assert not known_hosts.exists()
 
         down_again = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
