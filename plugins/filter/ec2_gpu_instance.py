@@ -1,4 +1,4 @@
-"""Filters for the ec2_gpu_instance role: SSH source address and the cost receipt."""
+"""Filters for the ec2_gpu_instance role: SSH source address, SSH config entry, cost receipt."""
 
 from __future__ import annotations
 
@@ -66,6 +66,66 @@ def ec2_receipt(
     }
 
 
+def _config_value(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text or any(c in text for c in '\n\r"\0'):
+        raise AnsibleFilterError(
+            f"SSH config {name} {value!r} is empty or holds a newline or a quote"
+        )
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def _knows(known_hosts_text: str, name: str) -> bool:
+    """Whether a known_hosts text holds a plain (unhashed) entry for ``name``."""
+    for line in known_hosts_text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if fields[0].startswith("@"):  # @cert-authority / @revoked markers
+            continue
+        if name in fields[0].split(","):
+            return True
+    return False
+
+
+def ssh_config_entry(
+    alias: str,
+    host_name: str,
+    user: str,
+    identity_file: str,
+    known_hosts: str,
+    host_key_alias: str,
+    known_hosts_text: str = "",
+    port: int | str = 22,
+) -> str:
+    """The ``Host <alias>`` entry of ~/.ssh/config for a workbench instance.
+
+    The host key is looked up in the workbench's own known_hosts under ``host_key_alias``
+    (the instance's name, not its address), so ``ssh <alias>`` never writes
+    ~/.ssh/known_hosts and an address that AWS recycles never meets an old key. Once
+    ``known_hosts_text`` holds that key the entry checks it strictly; before, it is trusted
+    on first use into the workbench's file.
+    """
+    strict = "yes" if _knows(known_hosts_text or "", str(host_key_alias).strip()) else "accept-new"
+    options = [
+        ("HostName", host_name),
+        ("Port", port),
+        ("User", user),
+        ("IdentityFile", identity_file),
+        ("IdentitiesOnly", "yes"),
+        ("HostKeyAlias", host_key_alias),
+        ("UserKnownHostsFile", known_hosts),
+        ("StrictHostKeyChecking", strict),
+    ]
+    lines = [f"Host {_config_value('Host', alias)}"]
+    lines += [f"  {key} {_config_value(key, value)}" for key, value in options]
+    return "\n".join(lines) + "\n"
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"ssh_cidr": ssh_cidr, "ec2_receipt": ec2_receipt}
+        return {
+            "ssh_cidr": ssh_cidr,
+            "ec2_receipt": ec2_receipt,
+            "ssh_config_entry": ssh_config_entry,
+        }

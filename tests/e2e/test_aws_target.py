@@ -1,13 +1,19 @@
 """site.yml end to end with -e workbench_target=aws.
 
 The EC2 API is moto's server on loopback; the instance it "launches" is stood in for by a
-real sshd on loopback: the test points the host's address there with extra variables, so
-the roles, the module, the tunnel and the fetch all go over real SSH.
+real sshd that boots as the instance would: at the public address EC2 gave the instance
+(put on the loopback interface), port 22, with the host key from the instance's user data.
+Nothing overrides the connection: Ansible, rsync, ssh and the tunnel reach it through the
+inventory and the SSH config entry, and check its host key against the workbench's own
+known_hosts, as they do for a real instance.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -16,7 +22,7 @@ import requests
 
 from tests.support.moto import free_port
 from tests.support.playbook import forget_host_outputs, run_playbook
-from tests.support.sshd import ssh_server
+from tests.support.sshd import StandInInstance
 
 NAME = "wb-e2e-aws"
 TAG_FILTER = [{"Name": "tag:workbench:name", "Values": [NAME]}]
@@ -53,47 +59,107 @@ def tagged_resources(ec2) -> dict[str, list]:
     return {"instances": instances, "security_groups": groups, "key_pairs": keys}
 
 
+OTHER_ENTRY = """# BEGIN wyvern workbench other
+Host other
+  HostName 192.0.2.1
+# END wyvern workbench other
+"""
+
+
+def _flat(output: str) -> str:
+    """The output with its line wrapping undone (the YAML callback wraps long messages)."""
+    return " ".join(output.split())
+
+
+def _changed_tasks(output: str) -> list[str]:
+    tasks, current = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            current = line
+        elif line.startswith("changed:"):
+            tasks.append(current)
+    return tasks
+
+
 def test_aws_target_lifecycle(
     repo_root, ansible_env, moto, docker_client, aws_home, instance_key, tmp_path
 ) -> None:
     forget_host_outputs(NAME)
     env = {
-        **ansible_env,
+        **{k: v for k, v in ansible_env.items() if k != "ANSIBLE_HOST_KEY_CHECKING"},
         **moto.env,
         "HOME": str(aws_home),
         "XDG_CONFIG_HOME": str(aws_home / ".config"),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
     }
     outputs = tmp_path / "outputs"
     notebook_port = free_port()
     tunnel_port = free_port()
     ec2 = moto.client("ec2")
+    ssh_config = aws_home / ".ssh" / "config"
+    # Another workbench of the same owner has its entry in the SSH config already.
+    ssh_config.write_text(OTHER_ENTRY)
+    ssh_config.chmod(0o600)
+    known_hosts = aws_home / ".config" / "wyvern" / NAME / "known_hosts"
+    alias = f"wyvern-{NAME}-{env.get('USER') or 'workbench'}"
 
-    with ssh_server(tmp_path / "sshd", instance_key.with_suffix(".pub")) as sshd:
+    stand_in = StandInInstance(ec2, NAME, tmp_path / "sshd", instance_key.with_suffix(".pub"))
+    with stand_in:
         extra = {
             "workbench_target": "aws",
             "workbench_name": NAME,
             "workbench_outputs_dir": str(outputs),
             "ec2_gpu_instance_ssh_cidr": "203.0.113.7/32",
+            # The stand-in's login user (the AMI's would be ubuntu); tagged on the instance
+            # like any other, so the inventory uses it as well.
+            "ec2_gpu_instance_ssh_user": getpass.getuser(),
             "notebook_port": notebook_port,
-            # The stand-in for the instance: everything that connects to it goes here.
-            "ansible_host": sshd.host,
-            "ansible_port": sshd.port,
-            "ansible_user": sshd.user,
-            # sshd is up before the instance "boots": a failure to connect is a real one.
             "ec2_gpu_instance_wait_timeout": 60,
         }
         site = run_playbook(repo_root, "site.yml", env, extra)
+        assert stand_in.error is None, stand_in.error
         assert site.rc == 0, site.tail(80)
+        sshd = stand_in.server
+        assert sshd is not None and sshd.port == 22
         resources = tagged_resources(ec2)
         assert len(resources["instances"]) == 1 and resources["security_groups"], resources
-        assert f"Host {NAME}" in (aws_home / ".ssh" / "config").read_text()
+        (instance,) = [
+            i
+            for r in ec2.describe_instances(InstanceIds=resources["instances"])["Reservations"]
+            for i in r["Instances"]
+        ]
+        assert sshd.host == instance["PublicIpAddress"]
+        # The host key that Ansible checked was known before the first connection.
+        assert known_hosts.read_text() == f"{alias} {sshd.host_key}\n"
+        config = ssh_config.read_text()
+        assert OTHER_ENTRY in config
+        entry = config.split(f"Host {NAME}\n", 1)[1].split("# END", 1)[0]
+        assert f"HostName {instance['PublicIpAddress']}" in entry
+        assert f"UserKnownHostsFile {known_hosts}" in entry
+        assert f"HostKeyAlias {alias}" in entry
+        assert "StrictHostKeyChecking yes" in entry
+        # `ssh <name>` as the user types it, checked against that known_hosts only.
+        probe = subprocess.run(
+            ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", NAME, "echo", "reached"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert probe.stdout.strip() == "reached", probe.stderr
+        assert known_hosts.read_text() == f"{alias} {sshd.host_key}\n"
+        # ssh's own ~/.ssh/known_hosts (of the account, whatever HOME says) learnt nothing.
+        for home in {aws_home, Path(pwd.getpwuid(os.getuid()).pw_dir)}:
+            user_known = home / ".ssh" / "known_hosts"
+            text = user_known.read_text() if user_known.exists() else ""
+            assert instance["PublicIpAddress"] not in text and alias not in text
+        # The price as the playbooks print it: at launch and in the report.
+        assert "about 0.526 USD/hour until `teardown`" in _flat(site.output), site.tail(80)
+        assert "about 0.526 USD/hour while it runs" in _flat(site.output), site.tail(80)
         assert f"ssh -N -L {notebook_port}:127.0.0.1:{notebook_port} {NAME}" in site.output
         assert docker_client.containers.get(NAME).status == "running"
 
         again = run_playbook(repo_root, "site.yml", env, extra)
         assert again.rc == 0, again.tail(80)
-        assert again.changed == 0, again.tail(150)
+        assert again.changed == 0, _changed_tasks(again.output)
         assert tagged_resources(ec2)["instances"] == resources["instances"]
 
         tunnel_vars = {
@@ -105,6 +171,10 @@ def test_aws_target_lifecycle(
         assert tunnel.rc == 0, tunnel.tail()
         # The notebook, bound to the host's loopback only, answers on our side of the tunnel.
         assert "version" in requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=10).json()
+        # A second tunnel.yml finds the tunnel open and changes nothing.
+        tunnel_again = run_playbook(repo_root, "playbooks/tunnel.yml", env, tunnel_vars)
+        assert tunnel_again.rc == 0, tunnel_again.tail()
+        assert tunnel_again.changed == 0, _changed_tasks(tunnel_again.output)
         closed = run_playbook(
             repo_root, "playbooks/tunnel.yml", env, {**tunnel_vars, "tunnel_state": "absent"}
         )
@@ -123,10 +193,16 @@ def test_aws_target_lifecycle(
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down.rc == 0, down.tail(80)
         assert tagged_resources(ec2) == {"instances": [], "security_groups": [], "key_pairs": []}
-        assert f"Host {NAME}" not in (aws_home / ".ssh" / "config").read_text()
+        config = ssh_config.read_text()
+        assert f"Host {NAME}" not in config
+        assert OTHER_ENTRY in config, "the other workbench's entry stays"
+        # The receipt as teardown prints it.
+        assert f"{instance['InstanceId']} (g4dn.xlarge) ran" in _flat(down.output), down.tail(80)
+        assert "USD at 0.526 USD/hour" in _flat(down.output), down.tail(80)
+        assert not known_hosts.exists()
 
         down_again = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down_again.rc == 0, down_again.tail(80)
-        assert down_again.changed == 0, down_again.tail(150)
+        assert down_again.changed == 0, _changed_tasks(down_again.output)
         assert (run_dir / "metrics.json").exists()
         assert NAME not in {c.name for c in docker_client.containers.list(all=True)}

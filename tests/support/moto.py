@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,8 +34,9 @@ def free_port() -> int:
 
 
 class MotoServer:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, log: Path | None = None) -> None:
         self.url = url
+        self.log = log  # the server's own log (every request), for a failing test to read
 
     def reset(self) -> None:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
@@ -56,25 +59,37 @@ class MotoServer:
         return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.url}
 
 
+def _tail(path: Path, size: int = 2000) -> str:
+    return path.read_bytes()[-size:].decode(errors="replace")
+
+
 @contextmanager
-def moto_server(amis_file: Path = AMIS_FILE) -> Iterator[MotoServer]:
+def moto_server(amis_file: Path = AMIS_FILE, log_dir: Path | None = None) -> Iterator[MotoServer]:
+    """Start moto's server on a free loopback port; its log goes to a file, never a pipe.
+
+    The server logs every request; in a pipe that nobody reads it would block after about
+    64 KiB of log, and every later AWS call with it.
+    """
     port = free_port()
     env = {**os.environ, **FAKE_CREDENTIALS}
     if amis_file.exists():
         # Read once at start-up, so it must be in the server's environment.
         env["MOTO_AMIS_PATH"] = str(amis_file)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log_path = Path(tempfile.mkdtemp(prefix="moto-", dir=log_dir)) / "moto.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"moto server exited: {_tail(log_path)}")
             try:
                 requests.get(f"{url}/moto-api/", timeout=2)
                 break
@@ -82,13 +97,15 @@ def moto_server(amis_file: Path = AMIS_FILE) -> Iterator[MotoServer]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("moto server did not answer within 60 s") from None
                 time.sleep(0.2)
-        yield MotoServer(url)
+        yield MotoServer(url, log_path)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(log_path.parent, ignore_errors=True)
 
 
 def load_amis(path: Path = AMIS_FILE) -> list[dict]:

@@ -6,15 +6,29 @@ import os
 import pwd
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.moto import free_port
 
 SSHD = "/usr/sbin/sshd"
+
+# sudo for a stand-in whose login user is root: drop sudo's options, run the command.
+SUDO_SHIM = """#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -u|-g|-p|-C|-D|-r|-t|-U|-h) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+exec "$@"
+"""
 
 
 @dataclass
@@ -27,34 +41,73 @@ class SshServer:
     authorized_keys: Path  # sshd reads it at each login, so a test may write it later
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+def _wait_for_port(
+    port: int, proc: subprocess.Popen, timeout: float = 20, address: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"sshd exited with {proc.returncode}")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((address, port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"sshd did not listen on 127.0.0.1:{port}")
+    raise RuntimeError(f"sshd did not listen on {address}:{port}")
+
+
+def host_key_from_user_data(user_data: str) -> str:
+    """The private ed25519 host key that cloud-init would install from ``user_data``."""
+    import yaml
+
+    config = yaml.safe_load(user_data)
+    return config["ssh_keys"]["ed25519_private"]
 
 
 @contextmanager
-def ssh_server(workdir: Path, authorized_key: Path) -> Iterator[SshServer]:
-    """Run sshd on a free loopback port, accepting only ``authorized_key`` for this user."""
+def ssh_server(
+    workdir: Path,
+    authorized_key: Path,
+    host_private_key: str | None = None,
+    port: int | None = None,
+    address: str = "127.0.0.1",
+    sudo: bool = False,
+) -> Iterator[SshServer]:
+    """Run sshd on a loopback port, accepting only ``authorized_key`` for this user.
+
+    ``host_private_key`` (OpenSSH format) is the server's ed25519 host key, as cloud-init
+    installs it from an instance's user data; without it the server makes its own.
+    ``sudo`` puts a ``sudo`` on the sessions' PATH, as an instance has (rsync runs
+    ``sudo -u root rsync`` there); the login user is root already, so it runs the command.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "ssh_host_ed25519_key"
-    if not host_key.exists():
+    if host_private_key is not None:
+        host_key.write_text(host_private_key.rstrip("\n") + "\n")
+        host_key.chmod(0o600)
+        derived = subprocess.run(
+            ["ssh-keygen", "-y", "-f", str(host_key)], check=True, capture_output=True, text=True
+        ).stdout
+        host_key.with_suffix(".pub").write_text(derived)
+    elif not host_key.exists():
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True
         )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    port = free_port()
+    port = port or free_port()
     log = workdir / "sshd.log"
     config = workdir / "sshd_config"
+    session_env = ""
+    if sudo:
+        bindir = workdir / "bin"
+        bindir.mkdir(exist_ok=True)
+        (bindir / "sudo").write_text(SUDO_SHIM)
+        (bindir / "sudo").chmod(0o755)
+        session_env = (
+            f"SetEnv PATH={bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        )
     config.write_text(
         f"""Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {host_key}
 PidFile {workdir / "sshd.pid"}
 AuthorizedKeysFile {authorized_key}
@@ -66,14 +119,111 @@ StrictModes no
 UsePAM no
 AllowTcpForwarding yes
 Subsystem sftp internal-sftp
-"""
+{session_env}"""
     )
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log.open("wb"))
+    # The log goes to a file (never an unread pipe, which blocks the server once full).
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
     try:
-        _wait_for_port(port, proc)
+        _wait_for_port(port, proc, address=address)
         public = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
         user = pwd.getpwuid(os.getuid()).pw_name
-        yield SshServer("127.0.0.1", port, user, log, public, authorized_key)
+        yield SshServer(address, port, user, log, public, authorized_key)
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def address_on_loopback(address: str) -> Iterator[None]:
+    """Make ``address`` local (a /32 on ``lo``) while the context lasts.
+
+    A stand-in instance then answers at the very address EC2 gave the instance, on port 22,
+    so everything that connects (Ansible, rsync, ssh, the tunnel) finds it as a user's tools
+    find a real one: through the inventory, with no override. Needs CAP_NET_ADMIN.
+    """
+    added = subprocess.run(
+        ["ip", "address", "add", f"{address}/32", "dev", "lo"], capture_output=True, text=True
+    )
+    if added.returncode != 0 and "File exists" not in added.stderr:
+        raise RuntimeError(f"cannot put {address} on lo: {added.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "address", "del", f"{address}/32", "dev", "lo"], check=False)
+
+
+class StandInInstance:
+    """Boots a stand-in for the EC2 instance that moto "launches", as the instance would boot.
+
+    A thread waits for the running instance tagged ``workbench:name=<name>``, takes the
+    address EC2 gave it and its user data, and starts sshd at that address on port 22 with
+    the host key cloud-init would install from the user data.
+    """
+
+    def __init__(self, ec2, name: str, workdir: Path, authorized_key: Path) -> None:
+        self.ec2 = ec2
+        self.name = name
+        self.workdir = workdir
+        self.authorized_key = authorized_key
+        self.server: SshServer | None = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._stack = ExitStack()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._boot, daemon=True)
+
+    def _find(self) -> dict | None:
+        reservations = self.ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:workbench:name", "Values": [self.name]},
+                {"Name": "instance-state-name", "Values": ["running"]},
+            ]
+        )["Reservations"]
+        instances = [i for r in reservations for i in r["Instances"]]
+        return instances[0] if instances else None
+
+    def _boot(self) -> None:
+        import base64
+
+        try:
+            while not self._stop.is_set():
+                instance = self._find()
+                if instance and instance.get("PublicIpAddress"):
+                    break
+                time.sleep(0.3)
+            else:
+                return
+            data = self.ec2.describe_instance_attribute(
+                InstanceId=instance["InstanceId"], Attribute="userData"
+            )["UserData"]["Value"]
+            host_key = host_key_from_user_data(base64.b64decode(data).decode())
+            address = instance["PublicIpAddress"]
+            self._stack.enter_context(address_on_loopback(address))
+            self.server = self._stack.enter_context(
+                ssh_server(
+                    self.workdir, self.authorized_key, host_key, port=22, address=address, sudo=True
+                )
+            )
+        except BaseException as exc:  # reported to the test, which asserts on it
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    def __enter__(self) -> StandInInstance:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._stack.close()

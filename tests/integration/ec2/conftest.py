@@ -6,6 +6,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.sshd import SshServer, ssh_server
+from tests.support.sshd import SshServer, host_key_from_user_data, ssh_server
 
 HERE = Path(__file__).resolve().parent
 ROLE_PLAYBOOK = HERE / "role.yml"
@@ -60,7 +61,12 @@ class PlaybookRun:
 
 
 def role_env(base_env: dict[str, str], moto_env: dict[str, str], home: Path) -> dict[str, str]:
-    """ansible-playbook env: moto's endpoint and fake credentials, a throwaway HOME."""
+    """ansible-playbook env: moto's endpoint and fake credentials, a throwaway HOME.
+
+    USER is the workbench owner, a name with no account: Ansible would expand its default
+    temporary directories (~/.ansible/tmp) to ``~tester/...`` relative to the working
+    directory, that is inside the checkout; both are pinned under the throwaway HOME.
+    """
     (home / ".config").mkdir(parents=True, exist_ok=True)
     return {
         **base_env,
@@ -72,6 +78,9 @@ def role_env(base_env: dict[str, str], moto_env: dict[str, str], home: Path) -> 
         "AWS_EC2_METADATA_DISABLED": "true",
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_LOCAL_TEMP": str(home / ".ansible-tmp"),
+        "ANSIBLE_REMOTE_TEMP": str(home / ".ansible-remote-tmp"),
+        # Nor bytecode of the collection's plugins next to their sources.
+        "PYTHONDONTWRITEBYTECODE": "1",
     }
 
 
@@ -86,6 +95,18 @@ def run_role(env: dict[str, str], *extra: str, **variables: Any) -> PlaybookRun:
     except json.JSONDecodeError:
         result = {"unparsed": proc.stdout[-3000:]}
     return PlaybookRun(proc.returncode, result, proc.stderr)
+
+
+def tree_status(root: Path) -> set[str]:
+    """Files in the checkout that git does not track, ignored ones included."""
+    proc = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {line for line in proc.stdout.splitlines() if line[:2] in ("??", "!!")}
 
 
 def tagged_resources(ec2, name: str | None = None) -> dict[str, list[str]]:
@@ -139,11 +160,24 @@ def base_env(ansible_env: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in ansible_env.items() if not name.startswith("AWS_")}
 
 
-@pytest.fixture(scope="module")
-def loopback_sshd(tmp_path_factory) -> Iterator[SshServer]:
-    """A real sshd on 127.0.0.1 standing in for the instance (moto starts no machine)."""
-    work = tmp_path_factory.mktemp("sshd")
-    authorized = work / "authorized_keys"
-    authorized.touch(mode=0o600)
-    with ssh_server(work, authorized) as server:
+def user_data(ec2, instance_id: str) -> str:
+    """An instance's user data as EC2 stores it (and IMDS serves it to the instance)."""
+    import base64
+
+    attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    value = attribute.get("UserData", {}).get("Value", "")
+    return base64.b64decode(value).decode() if value else ""
+
+
+@contextmanager
+def booted_instance(
+    ec2, instance_id: str, workdir: Path, authorized_key: Path
+) -> Iterator[SshServer]:
+    """A real sshd on 127.0.0.1 standing in for the instance (moto starts no machine).
+
+    It "boots" as cloud-init would: with the host key the instance's user data carries.
+    """
+    with ssh_server(
+        workdir, authorized_key, host_key_from_user_data(user_data(ec2, instance_id))
+    ) as server:
         yield server

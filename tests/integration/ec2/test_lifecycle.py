@@ -13,16 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.support.sshd import SshServer
+from tests.support.moto import free_port
+from tests.support.sshd import ssh_server
 
 from .conftest import (
     MY_ADDRESS,
     OWNER,
     PlaybookRun,
+    booted_instance,
     role_env,
     run_role,
     tagged_resources,
+    tree_status,
+    user_data,
 )
 
 # Newest x86_64 "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)" in moto_amis.json.
@@ -43,7 +48,12 @@ class Scenario:
 
 
 @pytest.fixture(scope="module")
-def scenario(moto_session, base_env, my_address_url, tmp_path_factory) -> Scenario:
+def tree_before(repo_root: Path) -> set[str]:
+    return tree_status(repo_root)
+
+
+@pytest.fixture(scope="module")
+def scenario(moto_session, base_env, my_address_url, tmp_path_factory, tree_before) -> Scenario:
     moto_session.reset()
     home = tmp_path_factory.mktemp("home")
     env = role_env(base_env, moto_session.env, home)
@@ -135,27 +145,57 @@ def test_present_reports_the_instance_and_its_price(scenario: Scenario) -> None:
     assert host_vars["ansible_ssh_private_key_file"] == str(scenario.key_path)
 
 
+def test_present_gives_the_instance_a_host_key_known_before_it_boots(scenario: Scenario) -> None:
+    inst = _instance(scenario.ec2)
+    config = yaml.safe_load(user_data(scenario.ec2, inst["InstanceId"]))
+    host_key = scenario.key_path.parent / "ssh_host_ed25519_key"
+    public = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+    # cloud-init installs exactly this key and makes no other.
+    assert config["ssh_keys"]["ed25519_public"].split()[:2] == public.split()
+    assert config["ssh_keys"]["ed25519_private"].strip() == host_key.read_text().strip()
+    assert config["ssh_genkeytypes"] == [] and config["ssh_deletekeys"] is True
+    assert stat.S_IMODE(host_key.stat().st_mode) == 0o600
+    # Known before the first connection, filed under the instance's name, not its address.
+    known_hosts = scenario.key_path.parent / "known_hosts"
+    assert known_hosts.read_text() == f"wyvern-workbench-{OWNER} {public}\n"
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags["workbench:host_key"] == "generated"
+    # The private host key appears in no output, not even the module's arguments.
+    private_body = "".join(host_key.read_text().splitlines()[1:-1])
+    output = json.dumps(scenario.first.result) + scenario.first.stderr
+    assert private_body[:40] not in output and private_body[-40:] not in output
+    added = scenario.first.results("Add the instance to the workbench group")[0]
+    args = added["add_host"]["host_vars"]["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in args
+    assert f"UserKnownHostsFile={known_hosts}" in args
+    assert f"HostKeyAlias=wyvern-workbench-{OWNER}" in args
+
+
 def test_second_present_changes_nothing_and_waits_for_ssh(
-    scenario: Scenario, loopback_sshd: SshServer
+    scenario: Scenario, tmp_path: Path
 ) -> None:
     before = _instance(scenario.ec2)["InstanceId"]
+    known_hosts = scenario.key_path.parent / "known_hosts"
+    trusted = known_hosts.read_text()
     # This time the role waits for SSH on the added host; extra vars point that host at a
-    # real sshd on loopback that trusts the workbench key, as e2e tests do.
-    loopback_sshd.authorized_keys.write_text(Path(f"{scenario.key_path}.pub").read_text())
-    again = run_role(
-        scenario.env,
-        "-e",
-        f"ansible_host=127.0.0.1 ansible_port={loopback_sshd.port} ansible_user={loopback_sshd.user}",
-        ec2_gpu_instance_ssh_cidr=MY_ADDRESS,
-        ec2_gpu_instance_wait_for_ssh=True,
-        ec2_gpu_instance_wait_timeout=60,
-    )
+    # real sshd on loopback that "booted" from the instance's user data. Its host key is
+    # checked strictly against the workbench's known_hosts.
+    with booted_instance(
+        scenario.ec2, before, tmp_path / "sshd", Path(f"{scenario.key_path}.pub")
+    ) as sshd:
+        again = run_role(
+            scenario.env,
+            "-e",
+            f"ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user={sshd.user}",
+            ec2_gpu_instance_ssh_cidr=MY_ADDRESS,
+            ec2_gpu_instance_wait_for_ssh=True,
+            ec2_gpu_instance_wait_timeout=60,
+        )
     assert again.rc == 0, again.describe()
     waited = again.results("Wait until the instance answers over SSH")[0]
     assert not waited.get("skipped") and waited["elapsed"] < 60, waited
-    # The host key was trusted on first use into the workbench's own known_hosts.
-    known_hosts = scenario.key_path.parent / "known_hosts"
-    assert loopback_sshd.host_key in known_hosts.read_text()
+    assert sshd.host_key in known_hosts.read_text()
+    assert known_hosts.read_text() == trusted
     assert again.changed == 0, [
         t["task"]["name"]
         for p in again.result["plays"]
@@ -163,6 +203,59 @@ def test_second_present_changes_nothing_and_waits_for_ssh(
         if any(h.get("changed") for h in t["hosts"].values())
     ]
     assert _instance(scenario.ec2)["InstanceId"] == before
+
+
+def test_a_host_with_another_key_is_refused(scenario: Scenario, tmp_path: Path) -> None:
+    # A stand-in with a host key of its own (what a recycled address or a man in the middle
+    # would present): the strict check refuses it, and the message says what to look at.
+    with ssh_server(tmp_path / "sshd", Path(f"{scenario.key_path}.pub")) as sshd:
+        run = run_role(
+            scenario.env,
+            "-e",
+            f"ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user={sshd.user}",
+            ec2_gpu_instance_ssh_cidr=MY_ADDRESS,
+            ec2_gpu_instance_wait_for_ssh=True,
+            ec2_gpu_instance_wait_timeout=5,
+        )
+    assert run.rc != 0
+    message = " ".join(run.failures()[-1].split())
+    assert "did not answer over SSH" in message and "known_hosts" in message, message
+
+
+def test_ssh_wait_failure_says_what_to_check_and_how_to_tear_down(scenario: Scenario) -> None:
+    inst = _instance(scenario.ec2)
+    run = run_role(
+        scenario.env,
+        "-e",
+        f"ansible_host=127.0.0.1 ansible_port={free_port()}",
+        ec2_gpu_instance_ssh_cidr=MY_ADDRESS,
+        ec2_gpu_instance_wait_for_ssh=True,
+        ec2_gpu_instance_wait_timeout=5,
+    )
+    assert run.rc != 0
+    message = " ".join(run.failures()[-1].split())
+    assert f"Instance {inst['InstanceId']} (wyvern-workbench-{OWNER}) did not answer" in message
+    assert f"CIDR {MY_ADDRESS}/32" in message and "firewall" in message
+    assert "keeps running and billing (about 0.526 USD/hour)" in message
+    assert (
+        "ansible-playbook -i inventory/aws_ec2.yml playbooks/teardown.yml -e workbench_target=aws"
+        f" -e workbench_name=workbench -e workbench_owner={OWNER}"
+    ) in message
+
+
+def test_a_new_address_updates_the_security_group_in_place(scenario: Scenario) -> None:
+    # The owner moved: the next run opens SSH to the new address only, on the same instance.
+    before = _instance(scenario.ec2)
+    moved = run_role(scenario.env, ec2_gpu_instance_ssh_cidr="198.51.100.9", **COMMON)
+    assert moved.rc == 0, moved.describe()
+    assert moved.results("Allow SSH from one CIDR and nothing else")[0]["changed"]
+    after = _instance(scenario.ec2)
+    assert after["InstanceId"] == before["InstanceId"]
+    group_id = after["SecurityGroups"][0]["GroupId"]
+    group = scenario.ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+    cidrs = [r["CidrIp"] for p in group["IpPermissions"] for r in p.get("IpRanges", [])]
+    assert cidrs == ["198.51.100.9/32"]
+    assert group_id == before["SecurityGroups"][0]["GroupId"]
 
 
 def _unwrap(value: Any) -> Any:
@@ -232,7 +325,12 @@ def test_inventory_lists_the_instance_with_connection_variables(
     assert host["ansible_host"] == inst["PublicIpAddress"]
     assert host["ansible_user"] == "ubuntu"
     assert host["ansible_ssh_private_key_file"] == str(scenario.key_path)
-    assert "StrictHostKeyChecking=accept-new" in host["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in host["ansible_ssh_common_args"]
+    known_hosts = scenario.key_path.parent / "known_hosts"
+    assert f"UserKnownHostsFile={known_hosts}" in host["ansible_ssh_common_args"]
+    assert f"HostKeyAlias={mine}" in host["ansible_ssh_common_args"]
+    assert host["ec2_gpu_instance_info"]["known_hosts"] == str(known_hosts)
+    assert host["ec2_gpu_instance_info"]["host_key_alias"] == mine
     assert host["ansible_python_interpreter"] == "/usr/bin/python3"
     assert host["ec2_gpu_instance_info"]["instance_id"] == inst["InstanceId"]
 
@@ -272,17 +370,53 @@ def test_absent_leaves_nothing_tagged_and_prints_a_receipt(scenario: Scenario) -
         ],
     )["KeyName"]
     instance_id = _instance(ec2)["InstanceId"]
+    # And the owner's own second workbench, exp1, with its local key and host keys.
+    exp1_tags = [
+        {"Key": "workbench:name", "Value": "exp1"},
+        {"Key": "workbench:owner", "Value": OWNER},
+    ]
+    exp1_instance = ec2.run_instances(
+        ImageId=NEWEST_DLAMI,
+        InstanceType="g4dn.xlarge",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": exp1_tags}],
+    )["Instances"][0]["InstanceId"]
+    exp1_group = ec2.create_security_group(
+        GroupName=f"wyvern-exp1-{OWNER}",
+        Description="exp1",
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": exp1_tags}],
+    )["GroupId"]
+    exp1_key = ec2.create_key_pair(
+        KeyName=f"wyvern-exp1-{OWNER}",
+        TagSpecifications=[{"ResourceType": "key-pair", "Tags": exp1_tags}],
+    )["KeyName"]
+    exp1_dir = scenario.key_path.parent.parent / "exp1"
+    exp1_dir.mkdir()
+    for name in ("id_ed25519", "known_hosts", "ssh_host_ed25519_key"):
+        (exp1_dir / name).write_text("exp1\n")
 
     down = run_role(scenario.env, ec2_gpu_instance_state="absent")
     assert down.rc == 0, down.describe()
     left = tagged_resources(ec2, "workbench")
     assert left == {"instances": [], "security_groups": [], "key_pairs": [foreign]}
+    assert tagged_resources(ec2, "exp1") == {
+        "instances": [exp1_instance],
+        "security_groups": [exp1_group],
+        "key_pairs": [exp1_key],
+    }
+    assert sorted(p.name for p in exp1_dir.iterdir()) == [
+        "id_ed25519",
+        "known_hosts",
+        "ssh_host_ed25519_key",
+    ]
     state = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     assert state["State"]["Name"] == "terminated"
     receipt = down.results("Show the receipt")[0]["msg"]
     assert instance_id in receipt and "USD at 0.526 USD/hour" in receipt
     assert scenario.key_path.exists(), "the local key is kept unless asked"
     assert not (scenario.key_path.parent / "known_hosts").exists(), "host keys are forgotten"
+    assert not (scenario.key_path.parent / "ssh_host_ed25519_key").exists()
 
     ec2.delete_key_pair(KeyName=foreign)
     again = run_role(
@@ -292,3 +426,13 @@ def test_absent_leaves_nothing_tagged_and_prints_a_receipt(scenario: Scenario) -
     assert "Nothing was running" in again.results("Show the receipt")[0]["msg"]
     assert not scenario.key_path.exists()
     assert not Path(f"{scenario.key_path}.pub").exists()
+    ec2.terminate_instances(InstanceIds=[exp1_instance])
+
+
+def test_the_runs_wrote_nothing_into_the_checkout(
+    scenario: Scenario, tree_before: set[str], repo_root: Path
+) -> None:
+    # USER is an owner with no account: Ansible's default temporary directory would be
+    # "~tester/.ansible/tmp", made relative to the working directory (the checkout) by
+    # any task that copies a file to the host (present writes known_hosts).
+    assert tree_status(repo_root) - tree_before == set()

@@ -7,6 +7,7 @@ own workbench_name and HOME; each test then checks its own case. Their common va
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from tests.support.moto import free_port
 
-from .conftest import PlaybookRun, nothing, role_env, run_role, tagged_resources
+from .conftest import PlaybookRun, nothing, role_env, run_role, tagged_resources, tree_status
 
 
 @dataclass
@@ -38,6 +39,29 @@ CASES: dict[str, Case] = {
         {"ec2_gpu_instance_region": "xx-nowhere-9"},
         ["ec2_gpu_instance_region 'xx-nowhere-9' is not a region enabled", "us-east-1"],
     ),
+    # A typo in the region is reported as such, before the credentials are asked for (on
+    # AWS the bad region's endpoint would make good credentials look broken).
+    "malformed-region-without-credentials": Case(
+        {"ec2_gpu_instance_region": "us-east1"},
+        ["ec2_gpu_instance_region 'us-east1' is not a region name"],
+        drop_env=NO_KEYS,
+    ),
+    "root-volume-zero": Case(
+        {"ec2_gpu_instance_root_volume_size": 0},
+        ["ec2_gpu_instance_root_volume_size 0 is outside gp3's range of 1..16384 GiB"],
+    ),
+    "root-volume-above-gp3": Case(
+        {"ec2_gpu_instance_root_volume_size": 100000},
+        ["ec2_gpu_instance_root_volume_size 100000 is outside gp3's range"],
+    ),
+    # moto's AMIs have a 15 GiB root snapshot.
+    "root-volume-below-snapshot": Case(
+        {"ec2_gpu_instance_root_volume_size": 10},
+        [
+            "ec2_gpu_instance_root_volume_size 10 GiB is smaller than the root snapshot of AMI",
+            "(15 GiB); set it to 15 or more",
+        ],
+    ),
     "retired-type": Case(
         {"ec2_gpu_instance_type": "p2.xlarge"},
         ["ec2_gpu_instance_type 'p2.xlarge' is not an EC2 instance type"],
@@ -54,9 +78,21 @@ CASES: dict[str, Case] = {
         {"ec2_gpu_instance_ami_id": "ami-0123456789abcdef0"},
         ["ec2_gpu_instance_ami_id 'ami-0123456789abcdef0' does not resolve"],
     ),
+    "ami-id-malformed": Case(
+        {"ec2_gpu_instance_ami_id": "ami-not-hex"},
+        ["ec2_gpu_instance_ami_id 'ami-not-hex' does not resolve"],
+    ),
     "world-ssh": Case(
         {"ec2_gpu_instance_ssh_cidr": "0.0.0.0/0"},
         ["opens SSH to the whole internet", "ec2_gpu_instance_allow_world_ssh"],
+    ),
+    "half-the-internet-ssh": Case(
+        {"ec2_gpu_instance_ssh_cidr": "0.0.0.0/1"},
+        ["0.0.0.0/1 opens SSH to a network wider than /16", "ec2_gpu_instance_allow_world_ssh"],
+    ),
+    "wide-ipv6-ssh": Case(
+        {"ec2_gpu_instance_ssh_cidr": "2001:db8::/32"},
+        ["2001:db8::/32 opens SSH to a network wider than /48", "limit for IPv6 is /48"],
     ),
     "ssh-address-service-down": Case(
         {"ec2_gpu_instance_ssh_cidr": "", "ec2_gpu_instance_ssh_cidr_url": "CLOSED_PORT_URL"},
@@ -87,7 +123,12 @@ def _resolve(value: Any, home: Path, placeholders: dict[str, str]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def outcomes(moto_session, base_env, tmp_path_factory) -> dict[str, Outcome]:
+def tree_before(repo_root: Path) -> set[str]:
+    return tree_status(repo_root)
+
+
+@pytest.fixture(scope="module")
+def outcomes(moto_session, base_env, tmp_path_factory, tree_before) -> dict[str, Outcome]:
     moto_session.reset()
     ec2 = moto_session.client("ec2")
     subnet_1e = ec2.describe_subnets(
@@ -136,3 +177,31 @@ def test_preflight_failure_names_the_variable_and_creates_nothing(
         assert expected in message, message
     assert nothing(outcome.left), outcome.left
     assert nothing(outcomes["*"].left), outcomes["*"].left
+
+
+@pytest.mark.parametrize("name", ["ami-id-unknown", "ami-id-malformed"])
+def test_a_bad_ami_id_fails_with_one_line_and_no_traceback(
+    outcomes: dict[str, Outcome], name: str
+) -> None:
+    run = outcomes[name].run
+    assert len(run.failures()) == 1, run.failures()
+    assert "Traceback" not in json.dumps(run.result) + run.stderr
+
+
+def test_preflight_accepts_a_slash_16(moto, base_env, tmp_path: Path) -> None:
+    # The limit itself is allowed: the check refuses only wider networks.
+    env = role_env(base_env, moto.env, tmp_path)
+    run = run_role(
+        env,
+        **{**GOOD, "ec2_gpu_instance_ssh_cidr": "198.51.100.0/16"},
+        **{"ec2_gpu_instance_type": "p2.xlarge"},
+    )
+    # It gets past the CIDR check and stops later, at the (retired) instance type.
+    assert "is not an EC2 instance type" in run.failures()[-1], run.describe()
+
+
+def test_runs_write_nothing_into_the_checkout(
+    outcomes: dict[str, Outcome], tree_before: set[str], repo_root: Path
+) -> None:
+    # Every case above ran ansible-playbook with USER set to an owner that is no account.
+    assert tree_status(repo_root) - tree_before == set()

@@ -65,4 +65,67 @@ def test_receipt_rejects_a_time_it_cannot_read() -> None:
 
 
 def test_filters_are_registered_under_their_names() -> None:
-    assert set(filters.FilterModule().filters()) == {"ssh_cidr", "ec2_receipt"}
+    assert set(filters.FilterModule().filters()) == {"ssh_cidr", "ec2_receipt", "ssh_config_entry"}
+
+
+ENTRY = {
+    "alias": "exp1",
+    "host_name": "203.0.113.50",
+    "user": "ubuntu",
+    "identity_file": "/home/me/.config/wyvern/exp1/id_ed25519",
+    "known_hosts": "/home/me/.config/wyvern/exp1/known_hosts",
+    "host_key_alias": "wyvern-exp1-me",
+}
+
+
+def _options(entry: str) -> dict[str, str]:
+    lines = entry.splitlines()
+    assert lines[0] == "Host exp1"
+    return dict(line.strip().split(" ", 1) for line in lines[1:])
+
+
+def test_ssh_config_entry_checks_the_host_key_in_the_workbench_known_hosts() -> None:
+    text = "wyvern-exp1-me ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n"
+    options = _options(filters.ssh_config_entry(**ENTRY, known_hosts_text=text))
+    # Never ~/.ssh/known_hosts: the workbench's own file, the key filed under the instance's
+    # name (a recycled address meets no old key), and checked strictly once it is known.
+    assert options["UserKnownHostsFile"] == ENTRY["known_hosts"]
+    assert options["HostKeyAlias"] == "wyvern-exp1-me"
+    assert options["StrictHostKeyChecking"] == "yes"
+    assert options["HostName"] == "203.0.113.50"
+    assert options["Port"] == "22"
+    assert options["User"] == "ubuntu"
+    assert options["IdentityFile"] == ENTRY["identity_file"]
+    assert options["IdentitiesOnly"] == "yes"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "# wyvern-exp1-me ssh-ed25519 AAAA\n",
+        "wyvern-exp2-me ssh-ed25519 AAAA\n",  # another workbench's key
+        "203.0.113.50 ssh-ed25519 AAAA\n",  # the address, not the instance
+        "@revoked wyvern-exp1-me ssh-ed25519 AAAA\n",
+    ],
+)
+def test_ssh_config_entry_trusts_on_first_use_until_the_key_is_known(text: str) -> None:
+    options = _options(filters.ssh_config_entry(**ENTRY, known_hosts_text=text))
+    assert options["StrictHostKeyChecking"] == "accept-new"
+    assert options["UserKnownHostsFile"] == ENTRY["known_hosts"]
+
+
+def test_ssh_config_entry_quotes_paths_with_spaces_and_keeps_the_port() -> None:
+    entry = {**ENTRY, "identity_file": "/home/my name/key", "port": 2222}
+    options = _options(filters.ssh_config_entry(**entry))
+    assert options["IdentityFile"] == '"/home/my name/key"'
+    assert options["Port"] == "2222"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("host_name", "1.2.3.4\n  ProxyCommand evil"), ("user", ""), ("known_hosts", 'a"b')],
+)
+def test_ssh_config_entry_refuses_values_that_would_inject_options(field: str, value: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="SSH config"):
+        filters.ssh_config_entry(**{**ENTRY, field: value})
