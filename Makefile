@@ -1,5 +1,7 @@
 # Wyvern workbench. `make demo` runs the notebook workflow on this machine,
-# `make test` runs every test. Both set up what they need first.
+# `make test` runs every test, `make test-fast` the quick part of them (unit tests and the
+# integration tests that need no notebook image, about 2-3 minutes). All set up what they
+# need first.
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -9,8 +11,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION_LINK := collections/ansible_collections/wyvern/workbench
 PYTEST ?= $(BIN)/pytest
 PYTEST_ARGS ?=
+# Per-test results and times for CI (JUnit XML); pytest also prints the slowest tests.
+TEST_REPORTS ?= tests/output
+JUNIT = --junitxml=$(TEST_REPORTS)/junit-$@.xml
 
-.PHONY: setup host venv collection demo test test-unit test-integration test-molecule test-e2e \
+.PHONY: setup host venv collection demo test test-fast test-unit test-integration test-molecule test-e2e \
         lint bench bench-playbook bench-notebook build clean
 
 setup: host venv collection
@@ -37,19 +42,24 @@ demo: setup
 	ansible-playbook playbooks/run.yml
 
 test: setup lint
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) $(JUNIT) $(PYTEST_ARGS)
+
+# The developer loop: no lint, no Molecule, no end to end, nothing that needs the notebook
+# image or trains a model (those are marked slow).
+test-fast: setup
+	$(PYTEST) -m "(unit or integration) and not slow" $(JUNIT) $(PYTEST_ARGS)
 
 test-unit: setup
-	$(PYTEST) -m unit $(PYTEST_ARGS)
+	$(PYTEST) -m unit $(JUNIT) $(PYTEST_ARGS)
 
 test-integration: setup
-	$(PYTEST) -m integration $(PYTEST_ARGS)
+	$(PYTEST) -m integration $(JUNIT) $(PYTEST_ARGS)
 
 test-molecule: setup
-	$(PYTEST) -m molecule $(PYTEST_ARGS)
+	$(PYTEST) -m molecule $(JUNIT) $(PYTEST_ARGS)
 
 test-e2e: setup
-	$(PYTEST) -m e2e $(PYTEST_ARGS)
+	$(PYTEST) -m e2e $(JUNIT) $(PYTEST_ARGS)
 
 lint: setup
 	yamllint -s .

@@ -30,6 +30,10 @@ MARKERS_BY_DIR = {
 }
 
 
+# Fixtures that make a test slow on a fresh machine (the notebook image: minutes to build).
+SLOW_FIXTURES = {"notebook_image"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The directory a test lives in is its kind; `-m unit` and friends select on it.
     for item in items:
@@ -37,6 +41,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = MARKERS_BY_DIR.get(parts[0]) if parts else None
         if marker:
             item.add_marker(getattr(pytest.mark, marker))
+        # `make test-fast` leaves these out (-m "not slow").
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
