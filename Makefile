@@ -1,7 +1,6 @@
 # Wyvern workbench. `make demo` runs the notebook workflow on this machine,
 # `make test` runs every test, `make test-fast` the quick part of them (unit tests and the
-# integration tests that need no notebook image, about 2-3 minutes). All set up what they
-# need first.
+# quick integration modules, under 3 minutes). All set up what they need first.
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -44,10 +43,10 @@ demo: setup
 test: setup lint
 	$(PYTEST) $(JUNIT) $(PYTEST_ARGS)
 
-# The developer loop: no lint, no Molecule, no end to end, nothing that needs the notebook
-# image or trains a model (those are marked slow).
+# The developer loop: unit tests and the quick integration modules (tests/conftest.py
+# lists them); no lint, Molecule, end to end, notebook image or model training.
 test-fast: setup
-	$(PYTEST) -m "(unit or integration) and not slow" $(JUNIT) $(PYTEST_ARGS)
+	$(PYTEST) -m fast $(JUNIT) $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PYTEST) -m unit $(JUNIT) $(PYTEST_ARGS)

@@ -32,6 +32,15 @@ MARKERS_BY_DIR = {
 
 # Fixtures that make a test slow on a fresh machine (the notebook image: minutes to build).
 SLOW_FIXTURES = {"notebook_image"}
+# `make test-fast` (-m fast): every unit test plus these integration modules, each a few
+# seconds of real Ansible and Docker with no image build, no training, no Molecule.
+FAST_INTEGRATION = {
+    "integration/test_harness.py",
+    "integration/test_host_roles_preflight.py",
+    "integration/test_nvidia_driver_reboot.py",
+    "integration/test_teardown_outputs.py",
+    "integration/test_configure_localhost.py",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,9 +50,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = MARKERS_BY_DIR.get(parts[0]) if parts else None
         if marker:
             item.add_marker(getattr(pytest.mark, marker))
-        # `make test-fast` leaves these out (-m "not slow").
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        slow = bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if slow:
             item.add_marker(pytest.mark.slow)
+        if not slow and (marker == "unit" or "/".join(parts) in FAST_INTEGRATION):
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")
