@@ -31,7 +31,7 @@ PLAYBOOK = """\
     - name: Show the status fact
       ansible.builtin.debug:
         msg: "STATUS keys={{ notebook_status.keys() | sort | join(',') }} torch={{ notebook_status.probe.torch }}"
-      when: notebook_state == 'started'
+      when: notebook_state == 'started' and not ansible_check_mode
 """
 
 
