@@ -1,5 +1,6 @@
 # Wyvern workbench. `make demo` runs the notebook workflow on this machine,
-# `make test` runs every test. Both set up what they need first.
+# `make test` runs every test, `make test-fast` the quick part of them (unit tests and the
+# quick integration modules, under 3 minutes). All set up what they need first.
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -9,9 +10,12 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION_LINK := collections/ansible_collections/wyvern/workbench
 PYTEST ?= $(BIN)/pytest
 PYTEST_ARGS ?=
+# Per-test results and times for CI (JUnit XML); pytest also prints the slowest tests.
+TEST_REPORTS ?= tests/output
+JUNIT = --junitxml=$(TEST_REPORTS)/junit-$@.xml
 
-.PHONY: setup host venv test-deps collection demo test test-unit test-integration test-molecule test-e2e \
-        lint bench bench-playbook bench-notebook build clean gpu-check
+.PHONY: setup host venv test-deps collection demo test test-fast test-unit test-integration \
+        test-molecule test-e2e lint bench bench-playbook bench-notebook build clean gpu-check
 
 setup: host venv collection
 
@@ -45,19 +49,24 @@ demo: setup
 	ansible-playbook playbooks/run.yml
 
 test: setup test-deps lint
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) $(JUNIT) $(PYTEST_ARGS)
+
+# The developer loop: unit tests and the quick integration modules (tests/conftest.py
+# lists them); no lint, Molecule, end to end, notebook image or model training.
+test-fast: setup test-deps
+	$(PYTEST) -m fast $(JUNIT) $(PYTEST_ARGS)
 
 test-unit: setup test-deps
-	$(PYTEST) -m unit $(PYTEST_ARGS)
+	$(PYTEST) -m unit $(JUNIT) $(PYTEST_ARGS)
 
 test-integration: setup test-deps
-	$(PYTEST) -m integration $(PYTEST_ARGS)
+	$(PYTEST) -m integration $(JUNIT) $(PYTEST_ARGS)
 
 test-molecule: setup test-deps
-	$(PYTEST) -m molecule $(PYTEST_ARGS)
+	$(PYTEST) -m molecule $(JUNIT) $(PYTEST_ARGS)
 
 test-e2e: setup test-deps
-	$(PYTEST) -m e2e $(PYTEST_ARGS)
+	$(PYTEST) -m e2e $(JUNIT) $(PYTEST_ARGS)
 
 lint: setup test-deps
 	yamllint -s .

@@ -30,6 +30,19 @@ MARKERS_BY_DIR = {
 }
 
 
+# Fixtures that make a test slow on a fresh machine (the notebook image: minutes to build).
+SLOW_FIXTURES = {"notebook_image"}
+# `make test-fast` (-m fast): every unit test plus these integration modules, each a few
+# seconds of real Ansible and Docker with no image build, no training, no Molecule.
+FAST_INTEGRATION = {
+    "integration/test_harness.py",
+    "integration/test_host_roles_preflight.py",
+    "integration/test_nvidia_driver_reboot.py",
+    "integration/test_teardown_outputs.py",
+    "integration/test_configure_localhost.py",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The directory a test lives in is its kind; `-m unit` and friends select on it.
     for item in items:
@@ -37,6 +50,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = MARKERS_BY_DIR.get(parts[0]) if parts else None
         if marker:
             item.add_marker(getattr(pytest.mark, marker))
+        slow = bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if slow:
+            item.add_marker(pytest.mark.slow)
+        if not slow and (marker == "unit" or "/".join(parts) in FAST_INTEGRATION):
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")

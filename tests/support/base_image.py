@@ -14,6 +14,8 @@ import tempfile
 
 import docker
 
+from tests.support.locks import machine_lock
+
 BASE_IMAGE = os.environ.get("WYVERN_TEST_BASE_IMAGE", "wyvern/debian-base:bookworm")
 MIRROR = os.environ.get("WYVERN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # python3 so that Ansible (and Molecule) can manage containers made from it.
@@ -29,9 +31,19 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 
 def build_base_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str:
-    """Return ``tag`` after making sure the image exists (debootstrap + import)."""
+    """Return ``tag`` after making sure the image exists (debootstrap + import).
+
+    Built once per machine: a concurrent session waits for the first one's build.
+    """
     if image_exists(client, tag):
         return tag
+    with machine_lock(f"base-image {tag}"):
+        if image_exists(client, tag):
+            return tag
+        return _build(client, tag)
+
+
+def _build(client: docker.DockerClient, tag: str) -> str:
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is missing: run `make setup` (apt-get install debootstrap)")
     repository, _, version = tag.rpartition(":")

@@ -11,12 +11,21 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.support.locks import machine_lock
+
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "notebook_image.yml"
 
 
 def build_notebook_image(repo_root: Path, env: dict[str, str], home: Path | None = None) -> str:
-    """Run the role's image tasks on localhost; return the image reference (name:tag)."""
-    with tempfile.TemporaryDirectory(prefix="wyvern-notebook-image-") as tmp:
+    """Run the role's image tasks on localhost; return the image reference (name:tag).
+
+    One build at a time per machine: a session that starts beside another one's build
+    waits for it and then finds the image by its tag.
+    """
+    with (
+        machine_lock("notebook-image"),
+        tempfile.TemporaryDirectory(prefix="wyvern-notebook-image-") as tmp,
+    ):
         out = Path(tmp) / "image"
         home = home or Path(tmp) / "home"
         proc = subprocess.run(

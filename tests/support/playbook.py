@@ -41,10 +41,13 @@ def run_playbook(
     extra_vars: dict[str, object] | None = None,
     inventory: list[str] | None = None,
     timeout: float = 1800,
+    check: bool = False,
 ) -> PlaybookRun:
     import json
 
     cmd = ["ansible-playbook", playbook]
+    if check:
+        cmd.append("--check")
     for source in inventory or []:
         cmd += ["-i", source]
     if extra_vars:
@@ -66,7 +69,15 @@ def forget_host_outputs(workbench_name: str) -> None:
 
     run.yml rightly skips a run whose outputs the host already holds; a test that must see
     the notebook execute starts without them. Only the test's own workbench is touched.
+    The directory is the notebook role's own default for this workbench name, and a
+    failure to remove it is an error: a leftover run would be skipped as already done.
     """
     import shutil
 
-    shutil.rmtree(Path("/var/lib/wyvern") / workbench_name / "outputs", ignore_errors=True)
+    from tests.support.outputs import host_notebook_home
+
+    outputs = host_notebook_home(workbench_name) / "outputs"
+    if outputs.exists():
+        shutil.rmtree(outputs)
+    if outputs.exists():
+        raise RuntimeError(f"could not remove {outputs}")

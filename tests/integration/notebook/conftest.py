@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -61,8 +62,15 @@ def run_module(ansible_env: dict[str, str], repo_root: Path) -> Callable[..., di
 
 @pytest.fixture
 def container_name(docker_client, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A container name for one test; the container is removed afterwards (images are kept)."""
-    name = PREFIX + request.node.name.replace("_", "-").replace("[", "-").replace("]", "")[:50]
+    """A container name of this test run's own (parallel runs and worktrees never share
+    one); removed before and after the test (images are kept)."""
+    test = request.node.name.replace("_", "-").replace("[", "-").replace("]", "")[:40]
+    name = f"{PREFIX}{test}-{secrets.token_hex(3)}"
+    remove_container(docker_client, name)
     yield name
+    remove_container(docker_client, name)
+
+
+def remove_container(docker_client, name: str) -> None:
     with contextlib.suppress(docker.errors.NotFound):
         docker_client.containers.get(name).remove(force=True)

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
 import docker
 import pytest
 
-from .conftest import PREFIX, free_port
+from tests.support.playbook import run_playbook
+from tests.support.ports import reserved_port
+
+from .conftest import PREFIX, remove_container
+
+IMAGE_PLAYBOOK = (
+    Path(__file__).resolve().parents[2] / "support" / "playbooks" / "notebook_image.yml"
+)
 
 PLAYBOOK = """\
 - name: Run the notebook role
@@ -22,7 +31,7 @@ PLAYBOOK = """\
     - name: Show the status fact
       ansible.builtin.debug:
         msg: "STATUS keys={{ notebook_status.keys() | sort | join(',') }} torch={{ notebook_status.probe.torch }}"
-      when: notebook_state == 'started'
+      when: notebook_state == 'started' and not ansible_check_mode
 """
 
 
@@ -51,29 +60,36 @@ def role_run(
 ):
     playbook = tmp_path / "notebook.yml"
     playbook.write_text(PLAYBOOK)
-    name = f"{PREFIX}role"
-    port = free_port()
-    extra = [
-        "-e",
-        f"notebook_name={name}",
-        "-e",
-        f"notebook_home={tmp_path / 'home'}",
-        "-e",
-        f"notebook_port={port}",
-    ]
-    yield (
-        (lambda *more: play(repo_root, ansible_env, playbook, *extra, *more)),
-        tmp_path / "home",
-        port,
-    )
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.containers.get(name).remove(force=True)
+    name = f"{PREFIX}role-{secrets.token_hex(3)}"
+    remove_container(docker_client, name)
+    with reserved_port() as port:
+        extra = [
+            "-e",
+            f"notebook_name={name}",
+            "-e",
+            f"notebook_home={tmp_path / 'home'}",
+            "-e",
+            f"notebook_port={port}",
+        ]
+        yield (
+            (lambda *more: play(repo_root, ansible_env, playbook, *extra, *more)),
+            tmp_path / "home",
+            port,
+            name,
+        )
+    remove_container(docker_client, name)
 
 
 def test_role_starts_the_notebook_and_is_idempotent(
     role_run, notebook_image: str, docker_client
 ) -> None:
-    run, home, port = role_run
+    run, home, port, name = role_run
+    # A dry run on a fresh host plans without failing and creates nothing.
+    plan = run("--check")
+    assert plan.returncode == 0, plan.stdout[-4000:]
+    assert not home.exists()
+    assert name not in {c.name for c in docker_client.containers.list(all=True)}
+
     first = run()
     assert first.returncode == 0, first.stdout[-4000:]
     assert f"Jupyter at http://127.0.0.1:{port}" in first.stdout
@@ -86,21 +102,99 @@ def test_role_starts_the_notebook_and_is_idempotent(
     assert token not in first.stdout + first.stderr
     assert (home / "workload" / "requirements.lock").is_file()
     assert (home / "outputs").stat().st_uid == 1000
-    container = docker_client.containers.get(f"{PREFIX}role")
+    container = docker_client.containers.get(name)
     assert notebook_image in container.image.tags
 
+    dry = run("--check")
+    assert dry.returncode == 0, dry.stdout[-4000:]
+    assert recap(dry.stdout)["changed"] == 0, dry.stdout[-4000:]
     second = run()
     assert second.returncode == 0, second.stdout[-4000:]
     assert recap(second.stdout)["changed"] == 0, second.stdout[-4000:]
+    assert docker_client.containers.get(name).id == container.id
 
     gone = run("-e", "notebook_state=absent")
     assert gone.returncode == 0, gone.stdout[-4000:]
-    assert not [c for c in docker_client.containers.list(all=True) if c.name == f"{PREFIX}role"]
+    assert not [c for c in docker_client.containers.list(all=True) if c.name == name]
 
 
 def test_role_rejects_a_bad_setting_before_any_change(role_run) -> None:
-    run, home, _ = role_run
+    run, home, _, _ = role_run
     failed = run("-e", "notebook_expect_gpu=maybe")
     assert failed.returncode != 0
     assert "notebook_expect_gpu=maybe (auto, true or false)" in failed.stdout
     assert not home.exists()
+
+
+def test_image_is_rebuilt_exactly_when_its_content_changes(
+    repo_root: Path,
+    ansible_env: dict[str, str],
+    docker_client,
+    notebook_image: str,
+    tmp_path: Path,
+) -> None:
+    """The image tag hashes what the build copies: a touched file is the same image, an
+    edited package file is a new tag that the role builds."""
+    workload = tmp_path / "workload"
+    shutil.copytree(
+        repo_root / "workload",
+        workload,
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints"),
+    )
+    out = tmp_path / "image"
+
+    def build() -> tuple[str, bool]:
+        result = run_playbook(
+            repo_root,
+            str(IMAGE_PLAYBOOK),
+            ansible_env,
+            {
+                "notebook_home": str(tmp_path / "home"),
+                "notebook_workload_src": str(workload),
+                "notebook_image_out": str(out),
+            },
+            timeout=1500,
+        )
+        assert result.rc == 0, result.tail(80)
+        built = "TASK [wyvern.workbench.notebook : Build the notebook image]" in result.output
+        return out.read_text().strip(), built
+
+    same, built = build()
+    assert (same, built) == (notebook_image, False)
+
+    package = workload / "transfer_learning" / "__init__.py"
+    package.touch()
+    assert build() == (notebook_image, False)
+
+    package.write_text(package.read_text() + "\n# a change to the package\n")
+    new, built = build()
+    try:
+        assert new != notebook_image and built
+        assert new.split(":")[0] == notebook_image.split(":")[0]
+        source = docker_client.containers.run(
+            new,
+            [
+                "python",
+                "-c",
+                "import inspect, transfer_learning; print(inspect.getsource(transfer_learning))",
+            ],
+            remove=True,
+        ).decode()
+        assert "# a change to the package" in source
+        assert build() == (new, False)  # and once built, it is reused
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+            docker_client.images.remove(new, force=True)
+
+
+def test_dry_run_on_a_host_without_the_image_plans_without_failing(role_run, docker_client) -> None:
+    """A fresh machine has neither the synced workload nor the image: --check plans the
+    sync, the build and the start, changes nothing, and does not fail."""
+    run, home, _, name = role_run
+    tag = f"dry-run-{secrets.token_hex(4)}"  # an image that is not on this host
+    plan = run("--check", "-e", f"notebook_image_tag={tag}")
+    assert plan.returncode == 0, plan.stdout[-4000:]
+    assert recap(plan.stdout)["changed"] > 0, plan.stdout[-4000:]
+    assert not home.exists()
+    assert not docker_client.images.list(name=f"wyvern/notebook:{tag}")
+    assert name not in {c.name for c in docker_client.containers.list(all=True)}
