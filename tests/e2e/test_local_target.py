@@ -42,7 +42,8 @@ def test_local_target_lifecycle(repo_root, ansible_env, docker_client, local_var
 
     run = run_playbook(repo_root, "playbooks/run.yml", ansible_env, {**local_vars, **TINY_RUN})
     assert run.rc == 0, run.tail()
-    (run_dir,) = (Path(str(local_vars["workbench_outputs_dir"])) / "localhost").iterdir()
+    outputs = Path(str(local_vars["workbench_outputs_dir"]))
+    (run_dir,) = (outputs / "localhost" / NAME).iterdir()  # keyed by host and workbench
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 1
     environment = json.loads((run_dir / "environment.json").read_text())

@@ -61,8 +61,11 @@ def run_module(ansible_env: dict[str, str], repo_root: Path) -> Callable[..., di
 
 @pytest.fixture
 def container_name(docker_client, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A container name for one test; the container is removed afterwards (images are kept)."""
+    """A container name for one test; the container and its network are removed afterwards
+    (images are kept)."""
     name = PREFIX + request.node.name.replace("_", "-").replace("[", "-").replace("]", "")[:50]
     yield name
     with contextlib.suppress(docker.errors.NotFound):
         docker_client.containers.get(name).remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        docker_client.networks.get(f"{name}-net").remove()

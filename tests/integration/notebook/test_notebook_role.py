@@ -68,6 +68,8 @@ def role_run(
     )
     with contextlib.suppress(docker.errors.NotFound):
         docker_client.containers.get(name).remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        docker_client.networks.get(f"{name}-net").remove()
 
 
 def test_role_starts_the_notebook_and_is_idempotent(
