@@ -68,6 +68,9 @@ IMAGE_ID_ENV = "WORKBENCH_IMAGE_ID"
 # Without a port, the first free one from here up (and kept in port_file).
 PORT_SEARCH_START = 8888
 PORT_SEARCH_COUNT = 100
+# Seconds a restarted container gets to answer before the restart counts as a crash loop
+# (a crash-looping one is usually seen in its `restarting` state well before).
+CRASH_GRACE = 5.0
 NVIDIA_VENDOR = "0x10de"
 LOG_LINES = 50
 HIDDEN = "********"
@@ -633,22 +636,30 @@ def wait_healthy(
     """Poll until Jupyter answers 200 with the token; seconds waited.
 
     Fails fast when the container leaves the running state, when Docker restarts it (a
-    crash loop under a restart policy: the restart count grows past ``restarts_before``
-    or the state is ``restarting``), and after ``timeout``.
+    crash loop under a restart policy: the state is ``restarting``, which shows the exit
+    code, or the restart count grew past ``restarts_before`` and Jupyter still does not
+    answer ``CRASH_GRACE`` seconds later), and after ``timeout``.
     """
     start = clock()
     deadline = start + timeout
     last = None
+    restarted_at = None
     while True:
         last = status(url, token)
         if last == 200:
             return clock() - start
         state = container_state()
-        if state.status == "restarting" or state.restart_count > restarts_before:
+        restarts = state.restart_count - restarts_before
+        if restarts > 0 and restarted_at is None:
+            restarted_at = clock()
+        if state.status == "restarting" or (
+            restarted_at is not None and clock() - restarted_at >= CRASH_GRACE
+        ):
+            code = "not seen" if state.status != "restarting" else state.exit_code
             raise CrashLoop(
-                f"the container crashed during start (exit code {state.exit_code}) and Docker's "
-                f"restart policy restarted it {max(state.restart_count - restarts_before, 1)} "
-                f"time(s): a crash loop, not a slow start; {exit_hint(state)}"
+                f"the container crashed during start (exit code {code}) and Docker's restart "
+                f"policy restarted it {max(restarts, 1)} time(s): a crash loop, not a slow "
+                f"start; {exit_hint(state)}"
             )
         if state.status not in ("running", "created"):
             raise NotebookError(

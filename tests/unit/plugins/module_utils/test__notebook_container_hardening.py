@@ -156,7 +156,8 @@ def test_a_restart_loop_is_found_within_a_poll_or_two() -> None:
     states = iter(
         [
             nc.ContainerState("running"),
-            nc.ContainerState("running", restart_count=1, exit_code=3),
+            nc.ContainerState("running", restart_count=1, exit_code=0),  # restarted, starting
+            nc.ContainerState("restarting", restart_count=1, exit_code=3),  # crashed again
         ]
     )
     with pytest.raises(nc.CrashLoop) as failure:
@@ -184,7 +185,8 @@ def test_a_crash_loop_is_stopped_with_its_logs(tmp_path: Path) -> None:
     created.logs.return_value = b"Traceback: boom\n"
 
     def reload() -> None:
-        created.attrs = {"RestartCount": 2, "State": {"Status": "running", "ExitCode": 1}}
+        # Restarted twice and running again, and still not answering: a loop all the same.
+        created.attrs = {"RestartCount": 2, "State": {"Status": "running", "ExitCode": 0}}
 
     created.reload.side_effect = reload
     clock = FakeClock()
@@ -202,7 +204,17 @@ def test_a_crash_loop_is_stopped_with_its_logs(tmp_path: Path) -> None:
     assert "crash loop" in str(failure.value) and "is stopped" in str(failure.value)
     assert failure.value.logs == ["Traceback: boom"]
     created.stop.assert_called_once()
-    assert clock.now - 100.0 < 1.0
+    assert clock.now - 100.0 <= nc.CRASH_GRACE + 0.5  # not the 180 s timeout
+
+
+def test_one_restart_that_then_answers_is_healthy() -> None:
+    clock = FakeClock()
+    answers = iter([None, None, None, 200])
+    restarted = nc.ContainerState("running", restart_count=1, exit_code=0)
+    waited = nc.wait_healthy(
+        "http://x", "t", lambda: restarted, 180, 0.5, clock, clock.sleep, lambda u, t: next(answers)
+    )
+    assert waited == pytest.approx(1.5)
 
 
 def test_a_timeout_says_the_container_is_left_running() -> None:
