@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import secrets
 import subprocess
 import threading
@@ -57,7 +58,9 @@ def test_an_index_credential_is_used_by_the_build_and_kept_out_of_the_image(
     debian_base_image: str,
     tmp_path: Path,
 ) -> None:
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    ipam = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # The default bridge's gateway is the subnet's first address (docker0) when not listed.
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
     password = f"fake-secret-{secrets.token_hex(8)}"
     tag = f"pipcred-{secrets.token_hex(4)}"
     image = f"wyvern/notebook:{tag}"
