@@ -1,9 +1,10 @@
 """A pip index URL with a credential reaches the image build but not the image (issue 11).
 
 The role's own build tasks build the real Dockerfile with an extra index whose URL holds a
-(fake) password. The index is a local server on Docker's bridge gateway that answers 404
-to everything, so pip falls back to PyPI; it records the basic-auth header pip sent, which
-proves the build used the setting. The image's history and configuration, and the
+(fake) password. The index is a local HTTPS server on Docker's bridge gateway (pip ignores
+plain-http indexes on other hosts), with a certificate made here and added to the CA bundle
+the build gets (notebook_ca_bundle). It answers 404 to everything, so pip falls back to
+PyPI, and records the basic-auth header pip sent, which proves the build used the setting. The image's history and configuration, and the
 playbook's -v output, must not contain the password.
 
 Slow: a changed pip.conf misses the build cache of the dependency layer (a full build).
@@ -15,6 +16,7 @@ import base64
 import contextlib
 import ipaddress
 import secrets
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -27,8 +29,23 @@ import pytest
 from tests.support.notebook_image import PLAYBOOK
 
 
+def certificate(address: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for an IP address (openssl), as cert and key files."""
+    cert, key = directory / "index.crt", directory / "index.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", f"/CN={address}", "-addext", f"subjectAltName=IP:{address}"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 @contextlib.contextmanager
-def fake_index(address: str) -> Iterator[tuple[int, list[str]]]:
+def fake_index(address: str, cert: Path, key: Path) -> Iterator[tuple[int, list[str]]]:
     authorizations: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -41,6 +58,9 @@ def fake_index(address: str) -> Iterator[tuple[int, list[str]]]:
             pass
 
     server = ThreadingHTTPServer((address, 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -64,8 +84,11 @@ def test_an_index_credential_is_used_by_the_build_and_kept_out_of_the_image(
     password = f"fake-secret-{secrets.token_hex(8)}"
     tag = f"pipcred-{secrets.token_hex(4)}"
     image = f"wyvern/notebook:{tag}"
-    with fake_index(gateway) as (port, authorizations):
-        url = f"http://wyvern:{password}@{gateway}:{port}/simple"
+    cert, key = certificate(gateway, tmp_path)
+    bundle = tmp_path / "ca-bundle.crt"
+    bundle.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text() + cert.read_text())
+    with fake_index(gateway, cert, key) as (port, authorizations):
+        url = f"https://wyvern:{password}@{gateway}:{port}/simple"
         proc = subprocess.run(
             [
                 "ansible-playbook",
@@ -77,6 +100,8 @@ def test_an_index_credential_is_used_by_the_build_and_kept_out_of_the_image(
                 f"notebook_image_out={tmp_path / 'image'}",
                 "-e",
                 f"notebook_image_tag={tag}",
+                "-e",
+                f"notebook_ca_bundle={bundle}",
                 "-e",
                 f'{{"notebook_pip_extra_index_urls": ["{url}"]}}',
             ],
