@@ -187,7 +187,7 @@ def test_aws_target_lifecycle(
         run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **tiny}, inventory)
         assert run.rc == 0, run.tail(80)
         (host_dir,) = outputs.iterdir()  # named after the instance's Name tag
-        (run_dir,) = host_dir.iterdir()
+        (run_dir,) = (host_dir / NAME).iterdir()  # keyed by host and workbench
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"]
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
