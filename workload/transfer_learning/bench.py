@@ -16,6 +16,7 @@ from torch import nn
 from torchvision import datasets, transforms
 from torchvision.models import ResNet18_Weights
 
+from transfer_learning.config import TrainConfig
 from transfer_learning.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -24,9 +25,10 @@ from transfer_learning.data import (
     make_digits,
     scan_folder,
 )
-from transfer_learning.engine import TrainConfig, select_device, train
+from transfer_learning.distributed import select_device
 from transfer_learning.errors import WorkloadError
 from transfer_learning.model import build_model
+from transfer_learning.trainer import train
 
 STAND_IN = "self-pretrained stand-in for ImageNet"
 

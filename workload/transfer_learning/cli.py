@@ -132,12 +132,13 @@ def _run(args: argparse.Namespace) -> int:
 
         print(make_digits(args.dir, size=args.size, val_fraction=args.val_fraction, seed=args.seed))
     elif args.command == "train":
-        from transfer_learning.engine import TrainConfig, train
+        from transfer_learning.config import TrainConfig
+        from transfer_learning.trainer import train
 
         fields = {k: v for k, v in vars(args).items() if k != "command"}
         train(TrainConfig(**fields))
     elif args.command == "evaluate":
-        from transfer_learning.engine import evaluate
+        from transfer_learning.trainer import evaluate
 
         result = evaluate(
             args.model,

@@ -1,4 +1,4 @@
-"""Data: ImageFolder scanning with clear errors, the digits data set, in-memory caching."""
+"""Data: ImageFolder scanning with clear errors, the digits data set, decoding, batches."""
 
 from __future__ import annotations
 
@@ -223,6 +223,38 @@ def load_cached(
     if len(val_y) == 0:
         raise WorkloadError(f"{folder.root}/val has no readable images")
     return CachedData(folder.classes, train_x, train_y, val_x, val_y, skipped)
+
+
+class Batcher:
+    """Turns cached uint8 images into normalised float batches on the device."""
+
+    def __init__(self, image_size: int, device: torch.device, channels_last: bool = True) -> None:
+        self.size = image_size
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(
+        self, images: torch.Tensor, augment: bool, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        side = images.shape[-1]
+        s = self.size
+        if augment:
+            # Random crop + horizontal flip, drawn from the epoch's generator (exact resume).
+            n = images.shape[0]
+            offsets = torch.randint(0, side - s + 1, (n, 2), generator=generator).tolist()
+            flips = torch.rand(n, generator=generator).lt(0.5).tolist()
+            crops = []
+            for img, (oy, ox), flip in zip(images, offsets, flips, strict=True):
+                crop = img[:, oy : oy + s, ox : ox + s]
+                crops.append(crop.flip(-1) if flip else crop)
+            images = torch.stack(crops)
+        else:
+            o = (side - s) // 2
+            images = images[:, :, o : o + s, o : o + s]
+        images = images.to(self.device, non_blocking=True).float()
+        return ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
 
 def make_digits(

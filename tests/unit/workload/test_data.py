@@ -6,8 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from transfer_learning.data import decode_split, limit_split, load_rgb, make_digits, scan_folder
+from transfer_learning.data import (
+    Batcher,
+    decode_split,
+    limit_split,
+    load_rgb,
+    make_digits,
+    scan_folder,
+)
 from transfer_learning.errors import WorkloadError
 
 
@@ -126,3 +134,18 @@ def test_make_digits_writes_a_seeded_imagefolder(tmp_path: Path) -> None:
         assert (img.mode, img.size) == ("RGB", (16, 16))
     again = scan_folder(make_digits(tmp_path / "d2", size=16, seed=5))
     assert [p.name for p in again.val.paths] == [p.name for p in data.val.paths]
+
+
+def test_batcher_crops_normalises_and_replays() -> None:
+    batcher = Batcher(8, torch.device("cpu"))
+    images = torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8)
+    val = batcher(images, augment=False)
+    assert val.shape == (5, 3, 8, 8)
+    assert val.is_contiguous(memory_format=torch.channels_last)
+    expected = (images[0, 0, 1, 1].float() / 255 - 0.485) / 0.229
+    assert val[0, 0, 0, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+    a = batcher(images, augment=True, generator=torch.Generator().manual_seed(7))
+    b = batcher(images, augment=True, generator=torch.Generator().manual_seed(7))
+    c = batcher(images, augment=True, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)

@@ -1,0 +1,460 @@
+"""Training and evaluation: one device chosen once, cached data, exact resume, DDP.
+
+`train(cfg)` is the entry point of the CLI and the notebook: a `Trainer` resumes, runs its
+epochs (train, evaluate, checkpoint) and `report.write_outputs` writes the run's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transfer_learning.config import RESUME_KEYS, TrainConfig, cfg_dict, new_run_id, validate
+from transfer_learning.data import Batcher, CachedData, load_cached
+from transfer_learning.distributed import Dist, process_group, select_device
+from transfer_learning.errors import WorkloadError
+from transfer_learning.model import backbone_features, build_model, load_model_file
+from transfer_learning.report import write_outputs
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    metrics: dict[str, Any]
+    classes: list[str]
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+def _latest_resumable(output_dir: Path) -> str | None:
+    runs = sorted(p.parent.name for p in output_dir.glob(f"*/{CHECKPOINT}"))
+    return runs[-1] if runs else None
+
+
+def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _chunks(indices: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+def _pin(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t.pin_memory() if device.type == "cuda" else t
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module, images: torch.Tensor, batcher: Batcher, batch_size: int, amp: bool
+) -> torch.Tensor:
+    """Frozen-backbone features of centre-cropped images, computed once."""
+    model.eval()
+    out = []
+    for idx in _chunks(torch.arange(len(images)), batch_size):
+        with _autocast(batcher.device, amp):
+            out.append(backbone_features(model, batcher(images[idx], augment=False)).float())
+    return torch.cat(out) if out else torch.empty(0, 512, device=batcher.device)
+
+
+@torch.inference_mode()
+def evaluate_split(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    batch_size: int,
+    d: Dist,
+    device: torch.device,
+) -> tuple[float, float, list[int], list[int]]:
+    """Loss, accuracy and (targets, predictions) over the whole split, sharded by rank."""
+    order = torch.arange(len(targets))[d.rank :: d.world]
+    loss_sum, preds, trues = 0.0, [], []
+    for idx in _chunks(order, batch_size):
+        logits = forward(idx).float()
+        y = targets[idx].to(device, non_blocking=True)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        preds += logits.argmax(1).tolist()
+        trues += targets[idx].tolist()
+    (loss_sum,) = d.all_sum([loss_sum], device)
+    preds, trues = d.gather(preds), d.gather(trues)
+    acc = sum(p == t for p, t in zip(preds, trues, strict=True)) / max(1, len(trues))
+    return loss_sum / max(1, len(trues)), acc, trues, preds
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to unpickle means the same thing to the user
+        raise WorkloadError(
+            f"cannot read checkpoint {path} ({exc.__class__.__name__}): delete it to start over"
+        ) from None
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch"} <= ckpt.keys():
+        raise WorkloadError(f"checkpoint {path} is not a transfer_learning checkpoint")
+    return ckpt
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_run(cfg: TrainConfig, d: Dist) -> tuple[str, dict[str, Any] | None]:
+    """The run id (new, given, or the newest resumable one) and its checkpoint when resuming."""
+    output_dir = Path(cfg.output_dir)
+    run_id = cfg.run_id
+    if cfg.resume and run_id is None:
+        run_id = d.broadcast(_latest_resumable(output_dir) if d.main else None)
+        if run_id is None:
+            raise WorkloadError(f"--resume: no {CHECKPOINT} under {output_dir}/*/")
+    if run_id is None:
+        run_id = d.broadcast(new_run_id() if d.main else None)
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise WorkloadError(f"--run-id {run_id!r} must be a plain directory name")
+    if not cfg.resume:
+        return run_id, None
+    ckpt_path = output_dir / run_id / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise WorkloadError(f"--resume: {ckpt_path} does not exist")
+    ckpt = load_checkpoint(ckpt_path)
+    saved = ckpt.get("config", {})
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise WorkloadError(
+                f"--resume: the checkpoint was made with {key}={saved[key]!r}, "
+                f"not {getattr(cfg, key)!r}; pass the same value"
+            )
+    return run_id, ckpt
+
+
+class Trainer:
+    """One run's state: data, model, optimizer and schedule, history and best epoch.
+
+    `fit()` resumes from the checkpoint when given one, then for each remaining epoch runs
+    `train_epoch`, `evaluate` and `save_checkpoint`, and returns the run's metrics.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        d: Dist,
+        device: torch.device,
+        run_id: str,
+        data: CachedData,
+        ckpt: dict[str, Any] | None,
+        started: float,
+    ) -> None:
+        self.cfg, self.d, self.device, self.run_id, self.data = cfg, d, device, run_id, data
+        self.started = started
+        self.run_dir = Path(cfg.output_dir) / run_id
+        self.ckpt_path = self.run_dir / CHECKPOINT
+        # The checkpoint overwrites every weight, so resuming never needs the network.
+        model = build_model("none" if ckpt else cfg.weights, len(data.classes), cfg.mode)
+        self.batcher = Batcher(cfg.image_size, device, cfg.channels_last)
+        self.model = model.to(device, memory_format=self.batcher.memory_format)
+        self.amp = cfg.amp and device.type == "cuda"
+        self.train_x, self.val_x = _pin(data.train_x, device), _pin(data.val_x, device)
+        self.cached_features = cfg.mode == "feature-extract" and not cfg.augment
+        self.trainable: nn.Module = self.model
+        if self.cached_features:
+            eval_batch = max(cfg.batch_size, 64)
+            self.train_f = extract_features(
+                self.model, self.train_x, self.batcher, eval_batch, self.amp
+            )
+            self.val_f = extract_features(
+                self.model, self.val_x, self.batcher, eval_batch, self.amp
+            )
+            self.trainable = self.model.fc
+        if d.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.trainable = nn.parallel.DistributedDataParallel(self.trainable, device_ids=ids)
+        self.setup_s = time.perf_counter() - started
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.step_size, cfg.gamma)
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not bf16)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {
+            "acc": -1.0,
+            "epoch": 0,
+            "state": None,
+            "trues": [],
+            "preds": [],
+        }
+        self.start_epoch = 0
+        if ckpt is not None:
+            self.resume(ckpt)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def resume(self, ckpt: dict[str, Any]) -> None:
+        """Load the weights, optimizer, schedule, history and best epoch of a checkpoint."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.history = list(ckpt["history"])
+        self.best = dict(ckpt["best"])
+        self.start_epoch = int(ckpt["epoch"])
+
+    def forward(
+        self, idx: torch.Tensor, train_mode: bool, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        with _autocast(self.device, self.amp):
+            if self.cached_features:
+                feats = (self.train_f if train_mode else self.val_f)[idx.to(self.device)]
+                return (self.trainable if train_mode else self.model.fc)(feats)
+            images = (self.train_x if train_mode else self.val_x)[idx]
+            augment = train_mode and bool(self.cfg.augment)
+            x = self.batcher(images, augment=augment, generator=generator)
+            return (self.trainable if train_mode else self.model)(x)
+
+    def _train_mode(self) -> None:
+        if self.cfg.mode == "feature-extract":
+            self.model.eval()  # frozen backbone: its BatchNorm statistics stay as loaded
+            if not self.cached_features:
+                self.model.fc.train()
+        else:
+            self.model.train()
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this rank's share of the epoch's seeded permutation."""
+        cfg, d = self.cfg, self.d
+        t0 = time.perf_counter()
+        n_train = len(self.data.train_y)
+        per_rank = n_train // d.world
+        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(n_train, generator=generator)[: per_rank * d.world][
+            d.rank :: d.world
+        ]
+        self._train_mode()
+        bar = self._progress(per_rank * d.world, f"epoch {epoch + 1}/{cfg.epochs}")
+        loss_sum = correct = seen = 0.0
+        for idx in _chunks(order, cfg.batch_size):
+            y = self.data.train_y[idx].to(self.device, non_blocking=True)
+            logits = self.forward(idx, True, generator)
+            loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
+            if bar is not None:
+                bar.update(len(idx) * d.world)
+        if bar is not None:
+            bar.close()
+        loss_sum, correct, seen = d.all_sum([loss_sum, correct, seen], self.device)
+        train_s = time.perf_counter() - t0
+        return {
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "images_per_s": seen / train_s,
+            "t0": t0,
+        }
+
+    def evaluate(self) -> tuple[float, float, list[int], list[int]]:
+        self.model.eval()
+        return evaluate_split(
+            lambda idx: self.forward(idx, False),
+            self.data.val_y,
+            max(self.cfg.batch_size, 64),
+            self.d,
+            self.device,
+        )
+
+    def save_checkpoint(self, epoch: int) -> None:
+        """Everything `resume` needs, written atomically (rank 0)."""
+        if not self.d.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": epoch,
+                "history": self.history,
+                "best": self.best,
+                "config": {k: getattr(self.cfg, k) for k in RESUME_KEYS},
+            },
+            self.ckpt_path,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        if self.d.main:
+            print(message, flush=True)
+
+    def _progress(self, total: int, desc: str) -> Any:
+        show = self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
+        if not (show and self.d.main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+    def fit(self) -> dict[str, Any]:
+        cfg, d, data = self.cfg, self.d, self.data
+        n_train = len(data.train_y)
+        self.log(
+            f"run {self.run_id}: {cfg.mode}, {len(data.classes)} classes, {n_train} train / "
+            f"{len(data.val_y)} val images at {cfg.image_size}px on {self.device}"
+            + (f" x{d.world}" if d.world > 1 else "")
+            + (f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")
+        )
+        for epoch in range(self.start_epoch, cfg.epochs):
+            stats = self.train_epoch(epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            val_loss, val_acc, trues, preds = self.evaluate()
+            if val_acc > self.best["acc"]:
+                state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+                }
+                self.best = {
+                    "acc": val_acc,
+                    "epoch": epoch + 1,
+                    "state": state,
+                    "trues": trues,
+                    "preds": preds,
+                }
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": stats["train_loss"],
+                "train_acc": stats["train_acc"],
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lr,
+                "images_per_s": stats["images_per_s"],
+                "epoch_time_s": time.perf_counter() - stats["t0"],
+            }
+            self.history.append(row)
+            self.log(
+                f"epoch {epoch + 1}/{cfg.epochs} train loss {row['train_loss']:.4f} "
+                f"acc {row['train_acc']:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} | "
+                f"{row['images_per_s']:.1f} img/s {row['epoch_time_s']:.1f}s"
+            )
+            self.save_checkpoint(epoch + 1)
+
+        if self.best["state"] is not None:
+            self.model.load_state_dict(self.best["state"])
+        return {
+            "run_id": self.run_id,
+            "mode": cfg.mode,
+            "weights": cfg.weights,
+            "device": str(self.device),
+            "world_size": d.world,
+            "image_size": cfg.image_size,
+            "batch_size": cfg.batch_size,
+            "classes": data.classes,
+            "num_train": n_train,
+            "num_val": len(data.val_y),
+            "skipped_files": len(data.skipped),
+            "cached_features": self.cached_features,
+            "epochs": self.history,
+            "best_val_acc": self.best["acc"],
+            "best_epoch": self.best["epoch"],
+            "images_per_s": _mean([r["images_per_s"] for r in self.history]),
+            "setup_time_s": self.setup_s,
+            "wall_time_s": time.perf_counter() - self.started,
+        }
+
+
+def train(cfg: TrainConfig) -> RunResult:
+    """Run one training job and write its outputs (rank 0 only under torchrun)."""
+    validate(cfg)
+    cfg = cfg.resolved()
+    started = time.perf_counter()
+    with process_group(cfg.device) as d:
+        device = select_device(cfg.device, d.local_rank)
+        _set_determinism(cfg, device)
+        run_id, ckpt = resolve_run(cfg, d)
+        data = load_cached(cfg.data, cfg.image_size, cfg.limit, cfg.seed, cfg.workers)
+        trainer = Trainer(cfg, d, device, run_id, data, ckpt, started)
+        metrics = trainer.fit()
+        if d.main:
+            best = trainer.best
+            write_outputs(
+                trainer.run_dir, cfg_dict(cfg), metrics, trainer.model, best["trues"], best["preds"]
+            )
+            trainer.log(
+                f"best val acc {best['acc']:.3f} (epoch {best['epoch']}); "
+                f"outputs in {trainer.run_dir}"
+            )
+        d.barrier()
+    return RunResult(run_id, trainer.run_dir, metrics, data.classes, trainer.model)
+
+
+def evaluate(
+    model_path: str,
+    data_dir: str,
+    split: str = "val",
+    batch_size: int = 64,
+    workers: int = 2,
+    device_name: str = "auto",
+    limit: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy of a saved model on one split (the same sample as `train` with the same seed)."""
+    model, blob = load_model_file(model_path)
+    device = select_device(device_name)
+    image_size = int(blob["image_size"])
+    data = load_cached(data_dir, image_size, limit, seed, workers)
+    if data.classes != list(blob["classes"]):
+        raise WorkloadError(
+            f"{data_dir} has classes {data.classes}, the model was trained on {list(blob['classes'])}"
+        )
+    x, y = (data.val_x, data.val_y) if split == "val" else (data.train_x, data.train_y)
+    batcher = Batcher(image_size, device)
+    model = model.to(device, memory_format=batcher.memory_format).eval()
+    amp = device.type == "cuda"
+
+    def forward(idx: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, amp):
+            return model(batcher(x[idx], augment=False))
+
+    loss, acc, trues, preds = evaluate_split(forward, y, batch_size, Dist(), device)
+    per_class = {}
+    for k, name in enumerate(data.classes):
+        hits = [p == t for p, t in zip(preds, trues, strict=True) if t == k]
+        per_class[name] = sum(hits) / len(hits) if hits else None
+    return {"split": split, "images": len(y), "loss": loss, "accuracy": acc, "per_class": per_class}
+
+
+__all__ = ["RunResult", "TrainConfig", "Trainer", "evaluate", "train"]
