@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from transfer_learning.errors import WorkloadError
+from transfer_learning.errors import Interrupted, WorkloadError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: on for finetune, off for feature-extract (features cached)",
     )
     p.add_argument("--no-amp", dest="amp", action="store_false", help="CUDA: no mixed precision")
+    p.add_argument(
+        "--data-store",
+        choices=["auto", "memory", "disk"],
+        default="auto",
+        help="decoded images in memory, or in a cache file read per batch (default auto: "
+        "memory where they fit half of the memory available, cgroup limit included)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where --data-store disk keeps decoded images (default ~/.cache/transfer_learning)",
+    )
 
     p = sub.add_parser("evaluate", help="accuracy of a saved model.pt on a data set")
     p.add_argument("--model", required=True, help="OUT/<run-id>/model.pt")
@@ -181,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     except WorkloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -41,6 +41,10 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     progress: bool | None = None
+    # Decoded images: "memory" (fast), "disk" (a cache file read per batch, for data sets
+    # larger than memory) or "auto" (memory where it fits the memory actually available).
+    data_store: str = "auto"
+    cache_dir: str | None = None
 
     def resolved(self) -> TrainConfig:
         cfg = copy.copy(self)
@@ -61,6 +65,13 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.workers >= 0, "--workers must be 0 or more"),
         (cfg.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
         (cfg.lr is None or cfg.lr > 0, "--lr must be positive"),
+        (cfg.step_size >= 1, "--step-size must be at least 1"),
+        (
+            0 < cfg.gamma <= 1,
+            f"--gamma must be in (0, 1] (the factor of each lr step), not {cfg.gamma}",
+        ),
+        (cfg.momentum >= 0, "momentum must be 0 or more"),
+        (cfg.data_store in ("auto", "memory", "disk"), "--data-store must be auto, memory or disk"),
     ]
     for ok, message in checks:
         if not ok:

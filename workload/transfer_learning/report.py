@@ -170,7 +170,9 @@ def write_outputs(
         },
         run_dir / "model.pt",
     )
-    (run_dir / "environment.json").write_text(json.dumps(environment(arguments), indent=2) + "\n")
+    env = environment(arguments)
+    env["data_store"] = metrics.get("data_store")  # which path the decoded images took, and why
+    (run_dir / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
 
 
 def plot_predictions(

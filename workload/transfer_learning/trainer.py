@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,10 +21,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from transfer_learning import memory
 from transfer_learning.config import RESUME_KEYS, TrainConfig, cfg_dict, new_run_id, validate
-from transfer_learning.data import Batcher, CachedData, load_cached
+from transfer_learning.data import (
+    Batcher,
+    CachedData,
+    FolderData,
+    Images,
+    load_cached,
+    plan_store,
+    scan_folder,
+)
 from transfer_learning.distributed import Dist, process_group, select_device
-from transfer_learning.errors import WorkloadError
+from transfer_learning.errors import Interrupted, WorkloadError
 from transfer_learning.model import backbone_features, build_model, load_model_file
 from transfer_learning.report import write_outputs
 
@@ -39,8 +50,40 @@ class RunResult:
 
 
 def _latest_resumable(output_dir: Path) -> str | None:
-    runs = sorted(p.parent.name for p in output_dir.glob(f"*/{CHECKPOINT}"))
-    return runs[-1] if runs else None
+    """The run whose checkpoint was written last (run ids need not sort by time)."""
+    runs = sorted((p.stat().st_mtime_ns, p.parent.name) for p in output_dir.glob(f"*/{CHECKPOINT}"))
+    return runs[-1][1] if runs else None
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory now, so a bad --output-dir fails before any work."""
+    for parent in (run_dir.parent, *run_dir.parent.parents):
+        if parent.exists() and not parent.is_dir():
+            raise WorkloadError(
+                f"--output-dir {run_dir.parent} cannot be used: {parent} is a file, not a directory"
+            )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkloadError(
+            f"--output-dir {run_dir.parent} cannot be used: {exc.strerror or exc}"
+        ) from None
+
+
+def check_resume_data(ckpt: dict[str, Any], folder: FolderData) -> None:
+    """The checkpoint's classes and data root against this run's: one line when they differ."""
+    classes = ckpt.get("classes")
+    if classes is not None and list(classes) != folder.classes:
+        raise WorkloadError(
+            f"--resume: the checkpoint was trained on classes {list(classes)}, but "
+            f"{folder.root}/train has {folder.classes}; pass the --data it was trained on"
+        )
+    root = ckpt.get("data_root")
+    if root is not None and root != str(folder.root.resolve()):
+        raise WorkloadError(
+            f"--resume: the checkpoint was trained on --data {root}, not {folder.root.resolve()}; "
+            "pass the same data root"
+        )
 
 
 def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:
@@ -66,8 +109,39 @@ def _chunks(indices: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
         yield indices[start : start + size]
 
 
-def _pin(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return t.pin_memory() if device.type == "cuda" else t
+def train_batches(indices: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Batches of `size`; a last batch of one image joins the one before it.
+
+    BatchNorm in training mode needs more than one value per channel; at small image sizes
+    resnet18's last stage is 1x1, so a batch of one image would stop the run.
+    """
+    batches = list(_chunks(indices, size))
+    if size > 1 and len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+@contextlib.contextmanager
+def _batchnorm_running_stats(model: nn.Module, batch: int) -> Iterator[None]:
+    """A batch of one image (--batch-size 1, or one image per rank) uses BatchNorm's running
+    statistics: it has no batch statistics to normalise with."""
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    ]
+    if batch > 1 or not norms:
+        yield
+        return
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
+
+
+def _pin(t: Images, device: torch.device) -> Images:
+    return t.pin_memory() if device.type == "cuda" and isinstance(t, torch.Tensor) else t
 
 
 def _mean(values: list[float]) -> float:
@@ -76,7 +150,7 @@ def _mean(values: list[float]) -> float:
 
 @torch.inference_mode()
 def extract_features(
-    model: nn.Module, images: torch.Tensor, batcher: Batcher, batch_size: int, amp: bool
+    model: nn.Module, images: Images, batcher: Batcher, batch_size: int, amp: bool
 ) -> torch.Tensor:
     """Frozen-backbone features of centre-cropped images, computed once."""
     model.eval()
@@ -140,12 +214,19 @@ def resolve_run(cfg: TrainConfig, d: Dist) -> tuple[str, dict[str, Any] | None]:
         run_id = d.broadcast(new_run_id() if d.main else None)
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise WorkloadError(f"--run-id {run_id!r} must be a plain directory name")
+    if d.main:
+        _prepare_run_dir(output_dir / run_id)
     if not cfg.resume:
         return run_id, None
     ckpt_path = output_dir / run_id / CHECKPOINT
     if not ckpt_path.is_file():
         raise WorkloadError(f"--resume: {ckpt_path} does not exist")
     ckpt = load_checkpoint(ckpt_path)
+    if int(ckpt.get("world_size", d.world)) != d.world:
+        raise WorkloadError(
+            f"--resume: the checkpoint was made by {ckpt['world_size']} process(es), not "
+            f"{d.world}; resume with the same torchrun --nproc-per-node"
+        )
     saved = ckpt.get("config", {})
     for key in RESUME_KEYS:
         if key in saved and saved[key] != getattr(cfg, key):
@@ -154,6 +235,45 @@ def resolve_run(cfg: TrainConfig, d: Dist) -> tuple[str, dict[str, Any] | None]:
                 f"not {getattr(cfg, key)!r}; pass the same value"
             )
     return run_id, ckpt
+
+
+class StopSignals:
+    """SIGTERM and SIGINT: checkpoint at the next step and stop; SIGUSR1: checkpoint and go on.
+
+    The handlers only set flags; the training loop acts on them between two optimizer steps,
+    where the model, optimizer and random generator are consistent. A second SIGINT stops at
+    once (KeyboardInterrupt), for a step that never ends.
+    """
+
+    SAVE = signal.SIGUSR1
+    STOP = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.stop = 0
+        self.save = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        self._depth = getattr(self, "_depth", 0) + 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+            for sig in (*self.STOP, self.SAVE):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum == self.SAVE:
+            self.save = True
+            return
+        if self.stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop = signum
 
 
 class Trainer:
@@ -172,6 +292,7 @@ class Trainer:
         data: CachedData,
         ckpt: dict[str, Any] | None,
         started: float,
+        signals: StopSignals | None = None,
     ) -> None:
         self.cfg, self.d, self.device, self.run_id, self.data = cfg, d, device, run_id, data
         self.started = started
@@ -200,7 +321,11 @@ class Trainer:
         self.setup_s = time.perf_counter() - started
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        # Linear scaling rule (Goyal et al., 2017): DDP averages the gradient over
+        # world x batch-size images, so each step stands for `world` single-process steps and
+        # takes `world` times the per-process rate. --lr and its default are per process.
+        self.lr = float(cfg.lr or 0) * d.world
+        self.optimizer = torch.optim.SGD(params, lr=self.lr, momentum=cfg.momentum)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.step_size, cfg.gamma)
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not bf16)
@@ -214,6 +339,9 @@ class Trainer:
             "preds": [],
         }
         self.start_epoch = 0
+        # Where a mid-epoch checkpoint left off: (epoch, step, generator state, partial sums).
+        self.pending: dict[str, Any] | None = None
+        self.signals = signals or StopSignals()
         if ckpt is not None:
             self.resume(ckpt)
 
@@ -224,10 +352,38 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._reschedule()
         self.scaler.load_state_dict(ckpt["scaler"])
         self.history = list(ckpt["history"])
         self.best = dict(ckpt["best"])
         self.start_epoch = int(ckpt["epoch"])
+        if ckpt.get("step"):
+            self.pending = {
+                "epoch": self.start_epoch,
+                "step": int(ckpt["step"]),
+                "generator": ckpt["generator"],
+                "partial": list(ckpt["partial"]),
+            }
+
+    def _reschedule(self) -> None:
+        """Apply this run's --step-size and --gamma to a loaded schedule.
+
+        StepLR's state carries the values it was made with; without this, a resumed run keeps
+        them silently. The rate of the next epoch is the one an uninterrupted run with these
+        values would use: lr x gamma ^ (epochs done // step size).
+        """
+        sched: Any = self.scheduler
+        old = (sched.step_size, sched.gamma)
+        sched.step_size, sched.gamma = self.cfg.step_size, self.cfg.gamma
+        if old != (sched.step_size, sched.gamma):
+            self.log(
+                f"resume: --step-size {sched.step_size} --gamma {sched.gamma} replace the "
+                f"checkpoint's {old[0]} and {old[1]}"
+            )
+        factor = sched.gamma ** (sched.last_epoch // sched.step_size)
+        for group, base in zip(self.optimizer.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base * factor
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def forward(
         self, idx: torch.Tensor, train_mode: bool, generator: torch.Generator | None = None
@@ -250,7 +406,11 @@ class Trainer:
             self.model.train()
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over this rank's share of the epoch's seeded permutation."""
+        """One pass over this rank's share of the epoch's seeded permutation.
+
+        After each step, a signal (see `StopSignals`) saves a checkpoint of the step; the
+        epoch's generator state and partial sums make its continuation exact.
+        """
         cfg, d = self.cfg, self.d
         t0 = time.perf_counter()
         n_train = len(self.data.train_y)
@@ -259,32 +419,73 @@ class Trainer:
         order = torch.randperm(n_train, generator=generator)[: per_rank * d.world][
             d.rank :: d.world
         ]
+        batches = train_batches(order, cfg.batch_size)
+        start, sums = 0, [0.0, 0.0, 0.0]  # loss x images, correct, images
+        if self.pending is not None and self.pending["epoch"] == epoch:
+            start = self.pending["step"]
+            generator.set_state(self.pending["generator"])
+            if d.main:  # the sums were added over the ranks when saved
+                sums = [float(v) for v in self.pending["partial"]]
+            self.pending = None
         self._train_mode()
         bar = self._progress(per_rank * d.world, f"epoch {epoch + 1}/{cfg.epochs}")
-        loss_sum = correct = seen = 0.0
-        for idx in _chunks(order, cfg.batch_size):
+        seen_here = 0
+        for step in range(start, len(batches)):
+            idx = batches[step]
             y = self.data.train_y[idx].to(self.device, non_blocking=True)
-            logits = self.forward(idx, True, generator)
+            with _batchnorm_running_stats(self.model, len(idx)):
+                logits = self.forward(idx, True, generator)
             loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(idx)
+            sums[0] += loss.item() * len(idx)
+            sums[1] += (logits.argmax(1) == y).sum().item()
+            sums[2] += len(idx)
+            seen_here += len(idx)
             if bar is not None:
                 bar.update(len(idx) * d.world)
+            self._on_signal(epoch, step + 1, len(batches), generator, sums)
         if bar is not None:
             bar.close()
-        loss_sum, correct, seen = d.all_sum([loss_sum, correct, seen], self.device)
+        loss_sum, correct, seen = d.all_sum(sums, self.device)
         train_s = time.perf_counter() - t0
         return {
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
-            "images_per_s": seen / train_s,
+            "images_per_s": seen_here * d.world / train_s,
             "t0": t0,
         }
+
+    def _on_signal(
+        self, epoch: int, step: int, steps: int, generator: torch.Generator, sums: list[float]
+    ) -> None:
+        """Act on SIGUSR1 (checkpoint) or SIGTERM/SIGINT (checkpoint, then stop), all ranks
+        together: under torchrun the signal reaches the ranks at different steps."""
+        stop, save = self.signals.stop, self.signals.save
+        if self.d.world > 1:
+            flags = torch.tensor([stop, int(save)], dtype=torch.int64, device=self.device)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            stop, save = int(flags[0]), bool(flags[1])
+        if not (stop or save):
+            return
+        self.signals.save = False
+        partial = self.d.all_sum(sums, self.device)
+        extra = {"step": step, "generator": generator.get_state(), "partial": partial}
+        self.save_checkpoint(epoch, extra)
+        where = (
+            f"epoch {epoch + 1} after step {step} of {steps}" if steps else f"after epoch {epoch}"
+        )
+        if not stop:
+            self.log(f"checkpoint saved in {where} (SIGUSR1): {self.ckpt_path}")
+            return
+        name = signal.Signals(stop).name
+        raise Interrupted(
+            f"stopped by {name} in {where}: checkpoint saved to {self.ckpt_path}; continue "
+            f"with --resume --run-id {self.run_id} (and the same options)",
+            stop,
+        )
 
     def evaluate(self) -> tuple[float, float, list[int], list[int]]:
         self.model.eval()
@@ -296,8 +497,9 @@ class Trainer:
             self.device,
         )
 
-    def save_checkpoint(self, epoch: int) -> None:
-        """Everything `resume` needs, written atomically (rank 0)."""
+    def save_checkpoint(self, epoch: int, extra: dict[str, Any] | None = None) -> None:
+        """Everything `resume` needs, written atomically (rank 0): `epoch` epochs done, and
+        in `extra` the step, generator state and partial sums of a checkpoint mid-epoch."""
         if not self.d.main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -311,6 +513,10 @@ class Trainer:
                 "history": self.history,
                 "best": self.best,
                 "config": {k: getattr(self.cfg, k) for k in RESUME_KEYS},
+                "classes": self.data.classes,
+                "data_root": str(Path(self.cfg.data).resolve()),
+                "world_size": self.d.world,
+                **(extra or {}),
             },
             self.ckpt_path,
         )
@@ -336,8 +542,23 @@ class Trainer:
             f"run {self.run_id}: {cfg.mode}, {len(data.classes)} classes, {n_train} train / "
             f"{len(data.val_y)} val images at {cfg.image_size}px on {self.device}"
             + (f" x{d.world}" if d.world > 1 else "")
-            + (f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")
+            + (
+                f", resuming in epoch {self.start_epoch + 1} after step {self.pending['step']}"
+                if self.pending
+                else f", resuming after epoch {self.start_epoch}"
+                if self.start_epoch
+                else ""
+            )
         )
+        if self.signals.stop:  # a signal while the data was loading: nothing trained yet
+            name = signal.Signals(self.signals.stop).name
+            raise Interrupted(f"stopped by {name} before training started", self.signals.stop)
+        with self.signals:
+            self._epochs()
+        return self.metrics()
+
+    def _epochs(self) -> None:
+        cfg = self.cfg
         for epoch in range(self.start_epoch, cfg.epochs):
             stats = self.train_epoch(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -371,7 +592,12 @@ class Trainer:
                 f"{row['images_per_s']:.1f} img/s {row['epoch_time_s']:.1f}s"
             )
             self.save_checkpoint(epoch + 1)
+            if epoch + 1 < cfg.epochs:  # a signal during evaluation: the epoch is saved
+                self._on_signal(epoch + 1, 0, 0, torch.Generator(), [0.0, 0.0, 0.0])
 
+    def metrics(self) -> dict[str, Any]:
+        """The run's record; the model is left with the best epoch's weights."""
+        cfg, d, data = self.cfg, self.d, self.data
         if self.best["state"] is not None:
             self.model.load_state_dict(self.best["state"])
         return {
@@ -382,8 +608,10 @@ class Trainer:
             "world_size": d.world,
             "image_size": cfg.image_size,
             "batch_size": cfg.batch_size,
+            "lr": self.lr,
+            "lr_rule": f"--lr {cfg.lr} per process x world size {d.world} (linear scaling)",
             "classes": data.classes,
-            "num_train": n_train,
+            "num_train": len(data.train_y),
             "num_val": len(data.val_y),
             "skipped_files": len(data.skipped),
             "cached_features": self.cached_features,
@@ -393,7 +621,30 @@ class Trainer:
             "images_per_s": _mean([r["images_per_s"] for r in self.history]),
             "setup_time_s": self.setup_s,
             "wall_time_s": time.perf_counter() - self.started,
+            "data_store": data.plan.record() if data.plan else None,
+            "peak_rss_bytes": memory.peak_rss(),
         }
+
+
+def load_data(cfg: TrainConfig, d: Dist, folder: FolderData) -> CachedData:
+    """Decode once, in memory or on disk as rank 0 plans; rank 0 builds a disk cache first."""
+    plan = d.broadcast(
+        plan_store(folder, cfg.image_size, cfg.limit, cfg.seed, cfg.data_store, cfg.cache_dir)
+        if d.main
+        else None
+    )
+    if d.main:
+        print(f"data: {plan.kind} ({plan.reason})", flush=True)
+
+    def load() -> CachedData:
+        args = (cfg.data, cfg.image_size, cfg.limit, cfg.seed, cfg.workers, folder, plan)
+        return load_cached(*args)
+
+    if plan.kind == "memory" or d.world == 1:
+        return load()
+    data = load() if d.main else None
+    d.barrier()
+    return data or load()
 
 
 def train(cfg: TrainConfig) -> RunResult:
@@ -401,12 +652,15 @@ def train(cfg: TrainConfig) -> RunResult:
     validate(cfg)
     cfg = cfg.resolved()
     started = time.perf_counter()
-    with process_group(cfg.device) as d:
+    with process_group(cfg.device) as d, StopSignals() as signals:
         device = select_device(cfg.device, d.local_rank)
         _set_determinism(cfg, device)
         run_id, ckpt = resolve_run(cfg, d)
-        data = load_cached(cfg.data, cfg.image_size, cfg.limit, cfg.seed, cfg.workers)
-        trainer = Trainer(cfg, d, device, run_id, data, ckpt, started)
+        folder = scan_folder(cfg.data)
+        if ckpt is not None:
+            check_resume_data(ckpt, folder)
+        data = load_data(cfg, d, folder)
+        trainer = Trainer(cfg, d, device, run_id, data, ckpt, started, signals)
         metrics = trainer.fit()
         if d.main:
             best = trainer.best
@@ -435,7 +689,9 @@ def evaluate(
     model, blob = load_model_file(model_path)
     device = select_device(device_name)
     image_size = int(blob["image_size"])
-    data = load_cached(data_dir, image_size, limit, seed, workers)
+    folder = scan_folder(data_dir)
+    plan = plan_store(folder, image_size, limit, seed)
+    data = load_cached(data_dir, image_size, limit, seed, workers, folder, plan)
     if data.classes != list(blob["classes"]):
         raise WorkloadError(
             f"{data_dir} has classes {data.classes}, the model was trained on {list(blob['classes'])}"

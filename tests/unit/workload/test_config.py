@@ -27,6 +27,9 @@ def test_cuda_without_a_gpu_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None
         ({"batch_size": 0}, "--batch-size"),
         ({"limit": 1}, "--limit"),
         ({"device": "tpu"}, "--device"),
+        ({"gamma": -5}, "--gamma"),
+        ({"gamma": 0}, "--gamma"),
+        ({"step_size": 0}, "--step-size"),
     ],
 )
 def test_validate_names_the_option(change: dict, message: str) -> None:
