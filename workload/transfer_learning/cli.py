@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--repeats", type=_positive, default=3, help="runs of each recipe (median and spread)"
+    )
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -184,6 +187,7 @@ def _run(args: argparse.Namespace) -> int:
             args.weights,
             args.seed,
             args.stand_in_epochs,
+            args.repeats,
         )
         print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -39,7 +39,7 @@ class TrainConfig:
     # None: augment when fine-tuning, not when extracting features (so they can be cached).
     augment: bool | None = None
     amp: bool = True
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: channels_last on CUDA, contiguous on CPU
     progress: bool | None = None
     # Decoded images: "memory" (fast), "disk" (a cache file read per batch, for data sets
     # larger than memory) or "auto" (memory where it fits the memory actually available).

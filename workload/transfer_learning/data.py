@@ -440,9 +440,15 @@ def load_cached(
 class Batcher:
     """Turns cached uint8 images into normalised float batches on the device."""
 
-    def __init__(self, image_size: int, device: torch.device, channels_last: bool = True) -> None:
+    def __init__(
+        self, image_size: int, device: torch.device, channels_last: bool | None = None
+    ) -> None:
         self.size = image_size
         self.device = device
+        # Per device, from measurement: channels_last did not pay on CPU (0.87x to 1.01x for
+        # resnet18 here), so contiguous there; channels_last on CUDA (tensor-core kernels).
+        if channels_last is None:
+            channels_last = device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255

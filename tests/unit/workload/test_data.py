@@ -143,7 +143,13 @@ def test_batcher_crops_normalises_and_replays() -> None:
     images = torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8)
     val = batcher(images, augment=False)
     assert val.shape == (5, 3, 8, 8)
-    assert val.is_contiguous(memory_format=torch.channels_last)
+    assert val.is_contiguous()  # CPU: contiguous, which measured faster than channels_last
+    assert batcher(images, augment=False).equal(
+        Batcher(8, torch.device("cpu"), True)(images, False)
+    )
+    assert Batcher(8, torch.device("cpu"), True)(images, False).is_contiguous(
+        memory_format=torch.channels_last
+    )
     expected = (images[0, 0, 1, 1].float() / 255 - 0.485) / 0.229
     assert val[0, 0, 0, 0].item() == pytest.approx(expected.item(), rel=1e-5)
     a = batcher(images, augment=True, generator=torch.Generator().manual_seed(7))
