@@ -374,15 +374,18 @@ class Trainer:
         """
         sched: Any = self.scheduler
         old = (sched.step_size, sched.gamma)
+        if old == (self.cfg.step_size, self.cfg.gamma):
+            return  # the loaded rates are already exact
         sched.step_size, sched.gamma = self.cfg.step_size, self.cfg.gamma
-        if old != (sched.step_size, sched.gamma):
-            self.log(
-                f"resume: --step-size {sched.step_size} --gamma {sched.gamma} replace the "
-                f"checkpoint's {old[0]} and {old[1]}"
-            )
-        factor = sched.gamma ** (sched.last_epoch // sched.step_size)
+        self.log(
+            f"resume: --step-size {sched.step_size} --gamma {sched.gamma} replace the "
+            f"checkpoint's {old[0]} and {old[1]}"
+        )
         for group, base in zip(self.optimizer.param_groups, sched.base_lrs, strict=True):
-            group["lr"] = base * factor
+            lr = base
+            for _ in range(sched.last_epoch // sched.step_size):
+                lr *= sched.gamma  # as StepLR multiplies, step by step
+            group["lr"] = lr
         sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def forward(

@@ -13,8 +13,8 @@ import pytest
 
 from tests.integration.workload.conftest import TINY, RunCli, _env, learning_curve, metrics
 
-# 96 train images in batches of 4: 24 steps an epoch, so a signal lands inside one.
-ARGS = [*TINY, "--seed", "3", "--epochs", "3", "--batch-size", "4", "--limit", "96"]
+# 48 train images in batches of 2: 24 steps an epoch, so a signal lands inside one.
+ARGS = [*TINY, "--seed", "3", "--epochs", "2", "--batch-size", "2", "--limit", "48"]
 STEPS = 24
 
 
@@ -32,7 +32,7 @@ def _signal_in_epoch_two(proc: subprocess.Popen[str], sig: int) -> list[str]:
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("epoch 1/3"):
+        if line.startswith("epoch 1/2"):
             seconds = float(re.search(r"([0-9.]+)s$", line.strip()).group(1))  # type: ignore[union-attr]
             time.sleep(0.4 * seconds)
             proc.send_signal(sig)
