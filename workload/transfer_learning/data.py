@@ -427,6 +427,12 @@ def load_cached(
             f"(first: {skipped[0]})",
             file=sys.stderr,
         )
+    if limit is not None and limit < len(folder.classes):
+        raise WorkloadError(
+            f"--limit {limit} is smaller than the {len(folder.classes)} classes of "
+            f"{folder.root}: every class needs a train image; pass --limit {len(folder.classes)} "
+            "or more"
+        )
     for index, name in enumerate(folder.classes):
         if not bool((train_y == index).any()):
             raise WorkloadError(

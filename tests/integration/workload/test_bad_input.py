@@ -114,6 +114,10 @@ def _resume_other_root(d: Path, tmp: Path) -> list[str]:
     return ["--data", str(root), "--resume"]
 
 
+def _limit_below_classes(d: Path, tmp: Path) -> list[str]:
+    return ["--data", str(_copy(d, tmp, ("0", "1", "2"))), "--limit", "2"]
+
+
 def _cuda_without_gpu(d: Path, tmp: Path) -> list[str]:
     return ["--data", str(_copy(d, tmp)), "--device", "cuda"]
 
@@ -134,6 +138,7 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "val-class-missing": (_val_class_missing, "val has no directory for class(es) 2"),
     "output-dir-is-a-file": (_output_dir_is_a_file, "is a file, not a directory"),
     "negative-gamma": (_negative_gamma, "--gamma must be in (0, 1]"),
+    "limit-below-classes": (_limit_below_classes, "--limit 2 is smaller than the 3 classes"),
     "resume-other-classes": (_resume_other_classes, "trained on classes ['0', '1', '2']"),
     "resume-other-data-root": (_resume_other_root, "elsewhere, not"),
 }

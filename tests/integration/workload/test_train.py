@@ -131,7 +131,7 @@ def test_step_size_given_on_resume_is_honoured(runs: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "sizes", [("--limit", "17", "--batch-size", "16"), ("--limit", "3", "--batch-size", "1")]
+    "sizes", [("--limit", "17", "--batch-size", "16"), ("--limit", "10", "--batch-size", "1")]
 )
 def test_a_batch_of_one_image_trains(
     sizes: tuple[str, ...], tmp_path: Path, digits_dir: Path, capsys: pytest.CaptureFixture[str]
