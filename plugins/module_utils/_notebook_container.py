@@ -11,7 +11,6 @@ the module turns them into ``fail_json`` in one place.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import ipaddress
 import json
@@ -25,6 +24,17 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# The GPU rule has one home (_gpu.py); its names are re-exported here for the module.
+from ansible_collections.wyvern.workbench.plugins.module_utils._gpu import (  # noqa: F401
+    CUDA_MIN_DRIVER,
+    PROBE_SCRIPT,
+    diagnose_gpu,
+    host_driver_version,
+    host_has_nvidia_gpu,
+    min_driver_for_cuda,
+    resolve_auto,
+)
 
 try:
     import docker
@@ -71,41 +81,8 @@ PORT_SEARCH_COUNT = 100
 # Seconds a restarted container gets to answer before the restart counts as a crash loop
 # (a crash-looping one is usually seen in its `restarting` state well before).
 CRASH_GRACE = 5.0
-NVIDIA_VENDOR = "0x10de"
 LOG_LINES = 50
 HIDDEN = "********"
-
-# Minimum Linux driver per CUDA toolkit version (NVIDIA's CUDA release notes, table 3,
-# "Toolkit Driver Version"). PyTorch wheels bundle the runtime, so the driver is the
-# one thing the host must bring.
-CUDA_MIN_DRIVER: dict[str, str] = {
-    "11.8": "520.61.05",
-    "12.0": "525.60.13",
-    "12.1": "530.30.02",
-    "12.2": "535.54.03",
-    "12.3": "545.23.06",
-    "12.4": "550.54.14",
-    "12.5": "555.42.02",
-    "12.6": "560.28.03",
-    "12.8": "570.26",
-    "12.9": "575.51.03",
-    "13.0": "580.65.06",
-}
-
-# Runs inside the container as the notebook user; prints one JSON line.
-PROBE_SCRIPT = r"""
-import json, torch, torchvision
-available = torch.cuda.is_available()
-count = torch.cuda.device_count() if available else 0
-print(json.dumps({
-    "torch": torch.__version__,
-    "torchvision": torchvision.__version__,
-    "cuda": torch.version.cuda,
-    "cuda_available": available,
-    "device_count": count,
-    "devices": [torch.cuda.get_device_name(i) for i in range(count)],
-}))
-"""
 
 
 class NotebookError(Exception):
@@ -118,91 +95,6 @@ class NotebookError(Exception):
 
 
 # ---------------------------------------------------------------- host facts
-
-
-def host_has_nvidia_gpu(sysfs: str = "/sys/bus/pci/devices") -> bool:
-    """The project's one GPU rule: any PCI device with vendor 0x10de."""
-    for vendor_file in glob.glob(os.path.join(sysfs, "*", "vendor")):
-        try:
-            with open(vendor_file, encoding="ascii") as handle:
-                if handle.read().strip().lower() == NVIDIA_VENDOR:
-                    return True
-        except OSError:
-            continue
-    return False
-
-
-def host_driver_version(
-    paths: tuple[str, ...] = ("/sys/module/nvidia/version", "/proc/driver/nvidia/version"),
-) -> str | None:
-    """The loaded NVIDIA kernel driver's version, or None when no driver is loaded."""
-    for path in paths:
-        try:
-            with open(path, encoding="ascii") as handle:
-                text = handle.read()
-        except OSError:
-            continue
-        match = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version))
-
-
-def min_driver_for_cuda(cuda: str | None) -> str | None:
-    """Minimum driver for a CUDA version (``13.0``); the nearest lower table entry."""
-    if not cuda:
-        return None
-    wanted = _version_tuple(cuda)[:2]
-    known = sorted(CUDA_MIN_DRIVER, key=_version_tuple)
-    best = None
-    for entry in known:
-        if _version_tuple(entry) <= wanted:
-            best = entry
-    return CUDA_MIN_DRIVER[best] if best else None
-
-
-def diagnose_gpu(
-    expect_gpu: bool,
-    probe: dict[str, Any],
-    gpus: str,
-    driver: str | None,
-    runtimes: list[str],
-) -> str:
-    """One line on why the probe and the expectation disagree, and what to do."""
-    if not expect_gpu:
-        return (
-            f"PyTorch sees {probe.get('device_count', 0)} CUDA device(s) but expect_gpu is false; "
-            "set gpus: none to keep the container on the CPU, or expect_gpu: true"
-        )
-    cuda = probe.get("cuda")
-    needed = min_driver_for_cuda(cuda)
-    parts = [
-        f"expected a GPU but torch.cuda.is_available() is false (torch {probe.get('torch')}, CUDA {cuda})"
-    ]
-    if gpus == "none":
-        parts.append("the container was started with gpus: none; set gpus: all")
-    if driver is None:
-        parts.append(
-            "no NVIDIA driver is loaded on the host; install it (role wyvern.workbench.nvidia_driver)"
-        )
-    elif needed and _version_tuple(driver) < _version_tuple(needed):
-        parts.append(
-            f"host driver {driver} is older than {needed}, the minimum for CUDA {cuda}; "
-            "upgrade the driver (nvidia_driver_branch)"
-        )
-    elif needed:
-        parts.append(f"host driver {driver} meets the minimum {needed} for CUDA {cuda}")
-    if "nvidia" in runtimes:
-        parts.append("Docker has the nvidia runtime")
-    else:
-        parts.append(
-            "Docker has no nvidia runtime; install it (role wyvern.workbench.nvidia_container_toolkit)"
-        )
-    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------- token
@@ -368,9 +260,7 @@ def port_is_free(address: str, port: int) -> bool:
 
 def resolve_gpus(gpus: str, gpu_present: bool) -> str:
     """``auto`` -> ``all`` on a GPU host, else ``none``; counts stay as strings."""
-    value = str(gpus).strip().lower()
-    if value == "auto":
-        return "all" if gpu_present else "none"
+    value = resolve_auto(gpus, gpu_present, "all", "none")
     if value in ("all", "none"):
         return value
     if value.isdigit():
@@ -1020,8 +910,8 @@ class NotebookContainer:
         return json.loads(text.strip().splitlines()[-1])
 
     def compare_gpu(self, container: Any, result: Result) -> None:
-        expect = str(self.params["expect_gpu"]).lower()
-        expected = self.gpu_present() if expect == "auto" else expect in ("true", "yes", "1")
+        expect = resolve_auto(self.params["expect_gpu"], self.gpu_present(), "true", "false")
+        expected = expect in ("true", "yes", "1")
         probe = result.probe or {}
         if bool(probe.get("cuda_available")) == expected:
             return
