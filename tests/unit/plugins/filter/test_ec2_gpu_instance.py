@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,15 @@ def test_receipt_rejects_a_time_it_cannot_read() -> None:
 
 
 def test_filters_are_registered_under_their_names() -> None:
-    assert set(filters.FilterModule().filters()) == {"ssh_cidr", "ec2_receipt", "ssh_config_entry"}
+    assert set(filters.FilterModule().filters()) == {
+        "ssh_cidr",
+        "ec2_receipt",
+        "ssh_config_entry",
+        "ec2_gpu_instance_config_dir",
+        "ec2_gpu_instance_connection_file",
+        "ec2_gpu_instance_connection",
+        "ec2_gpu_instance_saved_connection",
+    }
 
 
 ENTRY = {
@@ -129,3 +138,60 @@ def test_ssh_config_entry_quotes_paths_with_spaces_and_keeps_the_port() -> None:
 def test_ssh_config_entry_refuses_values_that_would_inject_options(field: str, value: str) -> None:
     with pytest.raises(AnsibleFilterError, match="SSH config"):
         filters.ssh_config_entry(**{**ENTRY, field: value})
+
+
+def test_connection_checks_the_host_key_beside_the_key_under_the_instance_name() -> None:
+    conn = filters.ec2_gpu_instance_connection(
+        "/keys/exp1/id_ed25519", "ubuntu", "generated", "wyvern-exp1-me", "/usr/bin/python3"
+    )
+    assert conn["ansible_ssh_private_key_file"] == "/keys/exp1/id_ed25519"
+    assert conn["known_hosts"] == "/keys/exp1/known_hosts"
+    assert conn["ansible_ssh_common_args"] == (
+        "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/keys/exp1/known_hosts"
+        " -o HostKeyAlias=wyvern-exp1-me -o IdentitiesOnly=yes"
+    )
+    first_use = filters.ec2_gpu_instance_connection("/k/id", "admin", "first_use", "h")
+    assert "StrictHostKeyChecking=accept-new" in first_use["ansible_ssh_common_args"]
+
+
+TAGS = {"workbench:name": "exp1", "workbench:owner": "me", "Name": "wyvern-exp1-me"}
+
+
+def test_saved_connection_reads_what_the_role_recorded(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    recorded = filters.ec2_gpu_instance_connection(
+        "/elsewhere/id_ed25519", "ubuntu", "generated", "wyvern-exp1-me"
+    )
+    path = Path(filters.ec2_gpu_instance_connection_file("exp1"))
+    assert path == tmp_path / "wyvern/exp1/connection.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**recorded, "owner": "me"}))
+    assert filters.ec2_gpu_instance_saved_connection(TAGS, "i-1") == recorded
+
+
+@pytest.mark.parametrize("recorded_for", ["nobody", "missing"])
+def test_saved_connection_falls_back_to_the_default_layout(
+    tmp_path, monkeypatch, recorded_for: str
+) -> None:
+    # Another owner's workbench of the same name, or one provisioned elsewhere: the role's
+    # defaults, with the login user and host key mode from the instance's tags.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    if recorded_for != "missing":
+        path = Path(filters.ec2_gpu_instance_connection_file("exp1"))
+        path.parent.mkdir(parents=True)
+        recorded = filters.ec2_gpu_instance_connection("/elsewhere/id", "u", "generated", "x")
+        path.write_text(json.dumps({**recorded, "owner": recorded_for}))
+    conn = filters.ec2_gpu_instance_saved_connection(
+        {**TAGS, "workbench:ssh_user": "admin", "workbench:host_key": "generated"}, "i-1"
+    )
+    assert conn["ansible_ssh_private_key_file"] == str(tmp_path / "wyvern/exp1/id_ed25519")
+    assert conn["ansible_user"] == "admin"
+    assert conn["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert "StrictHostKeyChecking=yes" in conn["ansible_ssh_common_args"]
+    assert "HostKeyAlias=wyvern-exp1-me" in conn["ansible_ssh_common_args"]
+
+
+@pytest.mark.parametrize("name", ["", "a/b", ".."])
+def test_config_dir_refuses_a_name_that_is_not_one_directory(name: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="cannot name a directory"):
+        filters.ec2_gpu_instance_config_dir(name)
