@@ -129,6 +129,59 @@ def ssh_config_entry(
     return "\n".join(lines) + "\n"
 
 
+def ec2_ami_login_user(ami_name: Any, users: dict[str, str], given: Any = "") -> str:
+    """The login user of an AMI: ``given`` when set, else by the first word of ``users``
+    (in its order) that the AMI's name contains, case-insensitively; "" when none does."""
+    if given:
+        return str(given)
+    name = str(ami_name or "").lower()
+    return next((user for word, user in users.items() if str(word).lower() in name), "")
+
+
+def ec2_gpu_summary(gpu_info: Any) -> str:
+    """An instance type's GPUs as "1 x T4" (DescribeInstanceTypes' gpu_info, snake case)."""
+    gpus = (gpu_info or {}).get("gpus", []) if isinstance(gpu_info, dict) else []
+    return ", ".join(f"{gpu.get('count', 1)} x {gpu.get('name', '?')}" for gpu in gpus) or "none"
+
+
+def ec2_teardown_receipt(
+    instances: list[dict[str, Any]],
+    prices: dict[str, Any],
+    price_source: str,
+    now: Any = None,
+) -> list[dict[str, Any]]:
+    """One receipt line per instance about to be terminated (ec2_instance_info's records)."""
+    return [
+        {
+            "instance_id": inst["instance_id"],
+            "instance_type": inst["instance_type"],
+            "launch_time": inst["launch_time"],
+            "price_source": price_source,
+            **ec2_receipt(inst["launch_time"], (prices or {}).get(inst["instance_type"]), now),
+        }
+        for inst in instances
+    ]
+
+
+def ec2_receipt_text(receipt: list[dict[str, Any]], workbench: str) -> str:
+    """What teardown says it cost: one sentence per instance, or that nothing ran."""
+    if not receipt:
+        return f"Nothing was running for workbench {workbench}."
+    sentences = []
+    for line in receipt:
+        if line.get("estimated_cost") is None:
+            cost = "cost unknown (no price for this type)"
+        else:
+            cost = (
+                f"about {line['estimated_cost']} USD at {line['hourly_price']} USD/hour"
+                f" ({line['price_source']})"
+            )
+        sentences.append(
+            f"{line['instance_id']} ({line['instance_type']}) ran {line['uptime']}: {cost}."
+        )
+    return " ".join(sentences)
+
+
 # The file the role writes into the workbench's config directory on every `present` and
 # deletes on `absent`; the dynamic inventory reads it.
 CONNECTION_FILE = "connection.json"
@@ -220,6 +273,10 @@ class FilterModule:
         return {
             "ssh_cidr": ssh_cidr,
             "ec2_receipt": ec2_receipt,
+            "ec2_teardown_receipt": ec2_teardown_receipt,
+            "ec2_receipt_text": ec2_receipt_text,
+            "ec2_ami_login_user": ec2_ami_login_user,
+            "ec2_gpu_summary": ec2_gpu_summary,
             "ssh_config_entry": ssh_config_entry,
             "ec2_gpu_instance_config_dir": ec2_gpu_instance_config_dir,
             "ec2_gpu_instance_connection_file": ec2_gpu_instance_connection_file,

@@ -69,6 +69,10 @@ def test_filters_are_registered_under_their_names() -> None:
     assert set(filters.FilterModule().filters()) == {
         "ssh_cidr",
         "ec2_receipt",
+        "ec2_teardown_receipt",
+        "ec2_receipt_text",
+        "ec2_ami_login_user",
+        "ec2_gpu_summary",
         "ssh_config_entry",
         "ec2_gpu_instance_config_dir",
         "ec2_gpu_instance_connection_file",
@@ -195,3 +199,68 @@ def test_saved_connection_falls_back_to_the_default_layout(
 def test_config_dir_refuses_a_name_that_is_not_one_directory(name: str) -> None:
     with pytest.raises(AnsibleFilterError, match="cannot name a directory"):
         filters.ec2_gpu_instance_config_dir(name)
+
+
+# As roles/ec2_gpu_instance/vars/main.yml orders them: first match wins.
+USERS = {"ubuntu": "ubuntu", "debian": "admin", "amzn": "ec2-user", "al2023": "ec2-user"}
+
+
+@pytest.mark.parametrize(
+    ("ami_name", "user"),
+    [
+        ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250601", "ubuntu"),
+        ("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20250601", "ubuntu"),
+        ("debian-12-amd64-20250601-2130", "admin"),
+        ("al2023-ami-2023.7.20250601.0-kernel-6.1-x86_64", "ec2-user"),
+        ("my-golden-image", ""),
+        (None, ""),
+    ],
+)
+def test_ami_login_user_comes_from_the_image_name(ami_name, user: str) -> None:
+    assert filters.ec2_ami_login_user(ami_name, USERS) == user
+
+
+def test_ami_login_user_given_wins_over_the_name() -> None:
+    assert filters.ec2_ami_login_user("debian-12", USERS, "root") == "root"
+
+
+def test_gpu_summary_counts_each_model() -> None:
+    info = {"gpus": [{"name": "T4", "count": 1}, {"name": "A10G", "count": 4}]}
+    assert filters.ec2_gpu_summary(info) == "1 x T4, 4 x A10G"
+    assert filters.ec2_gpu_summary({}) == "none"
+    assert filters.ec2_gpu_summary(None) == "none"
+
+
+INSTANCES = [
+    {
+        "instance_id": "i-1",
+        "instance_type": "g4dn.xlarge",
+        "launch_time": "2026-01-01T10:00:00+00:00",
+    },
+    {"instance_id": "i-2", "instance_type": "x9.huge", "launch_time": "2026-01-01T11:00:00+00:00"},
+]
+
+
+def test_teardown_receipt_prices_each_instance_it_knows() -> None:
+    receipt = filters.ec2_teardown_receipt(
+        INSTANCES, {"g4dn.xlarge": 0.526}, "table, 2025-06-01", now="2026-01-01T12:30:00Z"
+    )
+    assert [r["instance_id"] for r in receipt] == ["i-1", "i-2"]
+    assert receipt[0]["estimated_cost"] == 1.315 and receipt[0]["uptime"] == "2h 30m 00s"
+    assert receipt[1]["estimated_cost"] is None and receipt[1]["uptime"] == "1h 30m 00s"
+    assert receipt[0]["price_source"] == "table, 2025-06-01"
+    assert filters.ec2_teardown_receipt([], {}, "x") == []
+
+
+def test_receipt_text_says_what_each_instance_cost() -> None:
+    receipt = filters.ec2_teardown_receipt(
+        INSTANCES, {"g4dn.xlarge": 0.526}, "table, 2025-06-01", now="2026-01-01T12:30:00Z"
+    )
+    assert filters.ec2_receipt_text(receipt, "exp1") == (
+        "i-1 (g4dn.xlarge) ran 2h 30m 00s: about 1.315 USD at 0.526 USD/hour (table, 2025-06-01)."
+        " i-2 (x9.huge) ran 1h 30m 00s: cost unknown (no price for this type)."
+    )
+
+
+def test_receipt_text_says_when_nothing_ran() -> None:
+    assert filters.ec2_receipt_text([], "exp1") == "Nothing was running for workbench exp1."
