@@ -68,6 +68,8 @@ def test_a_key_path_chosen_at_provisioning_is_used_by_later_playbooks(
     assert f"UserKnownHostsFile={known_hosts}" in host["ansible_ssh_common_args"]
     assert "StrictHostKeyChecking=yes" in host["ansible_ssh_common_args"]
     assert host["ec2_gpu_instance_info"]["known_hosts"] == str(known_hosts)
+    # The SSH alias uses the same settings.
+    assert f"IdentityFile {key}\n" in (home / ".ssh/config").read_text()
 
     # And a later command through the inventory really logs in with that key, checking the
     # host key strictly: an sshd on loopback stands in for the instance, booted from its
