@@ -59,12 +59,14 @@ def playbook(name: str, port: int, *playbooks: str) -> float:
 def floor(client: docker.DockerClient, template, port: int) -> float:
     """A plain `docker run` of the same image and command, to Jupyter's first answer + probe."""
     config = template.attrs["Config"]
-    token = next(e.split("=", 1)[1] for e in config["Env"] if e.startswith("JUPYTER_TOKEN="))
+    # The token is a read-only mounted file (JUPYTER_TOKEN_FILE), never in the environment.
+    token = (Path("/var/lib/wyvern") / template.name / "token").read_text().strip()
     start = time.perf_counter()
     container = client.containers.run(
         config["Image"],
         command=config["Cmd"],
         environment=config["Env"],
+        volumes=template.attrs["HostConfig"]["Binds"],
         user=config.get("User") or None,
         ports={"8888/tcp": ("127.0.0.1", port)},
         detach=True,

@@ -125,15 +125,15 @@ for b in $BATCHES; do
     --batch-size "$b" --workers "$WORKERS" "${TRAIN_LIMIT[@]}" && RUNS+=("b$b")
 done
 # The same runs with cuDNN's autotuning (torch.backends.cudnn.benchmark) on: a copy of the
-# workload with that one line changed, to measure what the engine's choice costs or saves.
+# workload with that one line changed, to measure what the trainer's choice costs or saves.
 if [ -n "$AB_BATCHES" ]; then
   cp -r "$ROOT/workload" "$WORK/autotune"
-  "$PY" - "$WORK/autotune/transfer_learning/engine.py" <<'EOF'
+  "$PY" - "$WORK/autotune/transfer_learning/trainer.py" <<'EOF'
 import sys
 path = sys.argv[1]
 text = open(path).read()
 old = "(BENCHMARKS.md, CUDA).\n        torch.backends.cudnn.benchmark = False\n"
-assert old in text, "engine.py no longer has the line this A/B flips"
+assert old in text, "trainer.py no longer has the line this A/B flips"
 open(path, "w").write(text.replace(old, old.replace("= False", "= True")))
 EOF
   for b in $AB_BATCHES; do
@@ -170,15 +170,12 @@ if [ "$DRY" != 1 ]; then
   record gpu-ceiling "$WORK/ceiling.json"
 fi
 
-for i in $(seq 1 "$REPS"); do
-  step "bench-$i" 150 "$PY" -m transfer_learning bench --json --data "$DATA" --device "$DEVICE" \
-    --image-size "$IMG" --limit "$LIMIT" --finetune-epochs "$BENCH_EPOCHS" \
-    --extract-epochs "$BENCH_EPOCHS" --weights none --workers "$WORKERS" \
-    --batch-size "$BENCH_BATCH" | tee "$WORK/bench-$i.json"
-  record "bench-$i" "$WORK/bench-$i.json"
-done
-"$PY" tests/gpu/bench_median.py "$RESULTS" | tee -a "$LOG" "$WORK/median.json"
-record bench-median "$WORK/median.json"
+# The bench repeats each recipe itself (interleaved) and reports median and range.
+step bench $((150 * REPS)) "$PY" -m transfer_learning bench --json --data "$DATA" --device "$DEVICE" \
+  --image-size "$IMG" --limit "$LIMIT" --finetune-epochs "$BENCH_EPOCHS" \
+  --extract-epochs "$BENCH_EPOCHS" --weights none --workers "$WORKERS" \
+  --batch-size "$BENCH_BATCH" --repeats "$REPS" | tee "$WORK/bench.json"
+record bench "$WORK/bench.json"
 
 log "gpu_check: done in $(($(date +%s) - T0))s"
 cat "$STEPS"

@@ -36,6 +36,22 @@ CUDA_MIN_DRIVER: dict[str, str] = {
 }
 
 
+# What PyTorch sees: run inside the notebook container as the notebook user, one JSON line.
+PROBE_SCRIPT = r"""
+import json, torch, torchvision
+available = torch.cuda.is_available()
+count = torch.cuda.device_count() if available else 0
+print(json.dumps({
+    "torch": torch.__version__,
+    "torchvision": torchvision.__version__,
+    "cuda": torch.version.cuda,
+    "cuda_available": available,
+    "device_count": count,
+    "devices": [torch.cuda.get_device_name(i) for i in range(count)],
+}))
+"""
+
+
 def nvidia_gpu_count(sysfs: str = PCI_DEVICES) -> int:
     """How many PCI devices have NVIDIA's vendor id (no packages, no driver needed)."""
     count = 0

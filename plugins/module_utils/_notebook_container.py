@@ -11,17 +11,30 @@ the module turns them into ``fail_json`` in one place.
 
 from __future__ import annotations
 
-import glob
+import hashlib
+import ipaddress
 import json
 import os
 import re
 import secrets
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# The GPU rule has one home (_gpu.py); its names are re-exported here for the module.
+from ansible_collections.wyvern.workbench.plugins.module_utils._gpu import (  # noqa: F401
+    CUDA_MIN_DRIVER,
+    PROBE_SCRIPT,
+    diagnose_gpu,
+    host_driver_version,
+    host_has_nvidia_gpu,
+    min_driver_for_cuda,
+    resolve_auto,
+)
 
 try:
     import docker
@@ -48,43 +61,28 @@ except ImportError as exc:  # pragma: no cover - exercised through missing_requi
 
 
 CONTAINER_PORT = 8888
+# Containers made by earlier versions had the token in this variable; it is masked in
+# diffs and its presence is drift, so such a container is recreated without it.
 TOKEN_ENV = "JUPYTER_TOKEN"
+# The container gets the token as a read-only file, named by this variable (Jupyter
+# reads it once at start); never in its environment.
+TOKEN_FILE_ENV = "JUPYTER_TOKEN_FILE"
+TOKEN_IN_CONTAINER = "/run/secrets/jupyter_token"
+# A SHA-256 of the token, so a changed token is drift (recreate) without the token being
+# in `docker inspect`. Whoever can inspect containers can also read the mounted file.
+TOKEN_DIGEST_LABEL = "io.wyvern.workbench.token-sha256"
+# Read by the image's jupyter_server_config.py: "1" turns allow_remote_access on (only
+# with allow_public_bind, where browsers send a non-local Host header).
+REMOTE_ACCESS_ENV = "WYVERN_ALLOW_REMOTE_ACCESS"
 IMAGE_ID_ENV = "WORKBENCH_IMAGE_ID"
-NVIDIA_VENDOR = "0x10de"
+# Without a port, the first free one from here up (and kept in port_file).
+PORT_SEARCH_START = 8888
+PORT_SEARCH_COUNT = 100
+# Seconds a restarted container gets to answer before the restart counts as a crash loop
+# (a crash-looping one is usually seen in its `restarting` state well before).
+CRASH_GRACE = 5.0
 LOG_LINES = 50
 HIDDEN = "********"
-
-# Minimum Linux driver per CUDA toolkit version (NVIDIA's CUDA release notes, table 3,
-# "Toolkit Driver Version"). PyTorch wheels bundle the runtime, so the driver is the
-# one thing the host must bring.
-CUDA_MIN_DRIVER: dict[str, str] = {
-    "11.8": "520.61.05",
-    "12.0": "525.60.13",
-    "12.1": "530.30.02",
-    "12.2": "535.54.03",
-    "12.3": "545.23.06",
-    "12.4": "550.54.14",
-    "12.5": "555.42.02",
-    "12.6": "560.28.03",
-    "12.8": "570.26",
-    "12.9": "575.51.03",
-    "13.0": "580.65.06",
-}
-
-# Runs inside the container as the notebook user; prints one JSON line.
-PROBE_SCRIPT = r"""
-import json, torch, torchvision
-available = torch.cuda.is_available()
-count = torch.cuda.device_count() if available else 0
-print(json.dumps({
-    "torch": torch.__version__,
-    "torchvision": torchvision.__version__,
-    "cuda": torch.version.cuda,
-    "cuda_available": available,
-    "device_count": count,
-    "devices": [torch.cuda.get_device_name(i) for i in range(count)],
-}))
-"""
 
 
 class NotebookError(Exception):
@@ -97,91 +95,6 @@ class NotebookError(Exception):
 
 
 # ---------------------------------------------------------------- host facts
-
-
-def host_has_nvidia_gpu(sysfs: str = "/sys/bus/pci/devices") -> bool:
-    """The project's one GPU rule: any PCI device with vendor 0x10de."""
-    for vendor_file in glob.glob(os.path.join(sysfs, "*", "vendor")):
-        try:
-            with open(vendor_file, encoding="ascii") as handle:
-                if handle.read().strip().lower() == NVIDIA_VENDOR:
-                    return True
-        except OSError:
-            continue
-    return False
-
-
-def host_driver_version(
-    paths: tuple[str, ...] = ("/sys/module/nvidia/version", "/proc/driver/nvidia/version"),
-) -> str | None:
-    """The loaded NVIDIA kernel driver's version, or None when no driver is loaded."""
-    for path in paths:
-        try:
-            with open(path, encoding="ascii") as handle:
-                text = handle.read()
-        except OSError:
-            continue
-        match = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version))
-
-
-def min_driver_for_cuda(cuda: str | None) -> str | None:
-    """Minimum driver for a CUDA version (``13.0``); the nearest lower table entry."""
-    if not cuda:
-        return None
-    wanted = _version_tuple(cuda)[:2]
-    known = sorted(CUDA_MIN_DRIVER, key=_version_tuple)
-    best = None
-    for entry in known:
-        if _version_tuple(entry) <= wanted:
-            best = entry
-    return CUDA_MIN_DRIVER[best] if best else None
-
-
-def diagnose_gpu(
-    expect_gpu: bool,
-    probe: dict[str, Any],
-    gpus: str,
-    driver: str | None,
-    runtimes: list[str],
-) -> str:
-    """One line on why the probe and the expectation disagree, and what to do."""
-    if not expect_gpu:
-        return (
-            f"PyTorch sees {probe.get('device_count', 0)} CUDA device(s) but expect_gpu is false; "
-            "set gpus: none to keep the container on the CPU, or expect_gpu: true"
-        )
-    cuda = probe.get("cuda")
-    needed = min_driver_for_cuda(cuda)
-    parts = [
-        f"expected a GPU but torch.cuda.is_available() is false (torch {probe.get('torch')}, CUDA {cuda})"
-    ]
-    if gpus == "none":
-        parts.append("the container was started with gpus: none; set gpus: all")
-    if driver is None:
-        parts.append(
-            "no NVIDIA driver is loaded on the host; install it (role wyvern.workbench.nvidia_driver)"
-        )
-    elif needed and _version_tuple(driver) < _version_tuple(needed):
-        parts.append(
-            f"host driver {driver} is older than {needed}, the minimum for CUDA {cuda}; "
-            "upgrade the driver (nvidia_driver_branch)"
-        )
-    elif needed:
-        parts.append(f"host driver {driver} meets the minimum {needed} for CUDA {cuda}")
-    if "nvidia" in runtimes:
-        parts.append("Docker has the nvidia runtime")
-    else:
-        parts.append(
-            "Docker has no nvidia runtime; install it (role wyvern.workbench.nvidia_container_toolkit)"
-        )
-    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------- token
@@ -208,14 +121,146 @@ def ensure_token(token: str | None, token_file: str, check_mode: bool) -> tuple[
     return wanted, True
 
 
+def token_mount_path(token_file: str) -> str:
+    """The copy of the token that the container mounts read-only."""
+    return os.path.join(f"{token_file}.d", "jupyter_token")
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def ensure_token_mount(token: str, token_file: str, check_mode: bool) -> bool:
+    """Make the container's copy of the token; True when it had to be (re)written.
+
+    The file is 0444 inside a 0700 directory of the module's user (root on a managed
+    host): the container's user reads it through the bind mount, host accounts (even
+    the one whose uid equals the container user's) cannot reach it. It is written in
+    place, without a newline (Jupyter does not strip it), so a running container's bind
+    mount keeps seeing it.
+    """
+    path = token_mount_path(token_file)
+    directory = os.path.dirname(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            current: str | None = handle.read()
+        modes_ok = (os.stat(directory).st_mode & 0o777) == 0o700 and (
+            os.stat(path).st_mode & 0o777
+        ) == 0o444
+    except OSError:
+        current, modes_ok = None, False
+    if current == token and modes_ok:
+        return False
+    if not check_mode:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token)
+        os.chmod(path, 0o444)
+    return True
+
+
+def remove_token_mount(token_file: str) -> None:
+    path = token_mount_path(token_file)
+    if os.path.exists(path):
+        os.chmod(path, 0o600)
+        os.unlink(path)
+    if os.path.isdir(os.path.dirname(path)) and not os.listdir(os.path.dirname(path)):
+        os.rmdir(os.path.dirname(path))
+
+
+# ---------------------------------------------------------------- bind address and port
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_address(address: str, allow_public_bind: bool) -> str | None:
+    """Refuse a non-loopback bind address without the opt-in; return a warning with it."""
+    if is_loopback(address):
+        return None
+    reach = "every network this host is on" if address in ("0.0.0.0", "::", "") else address
+    if not allow_public_bind:
+        raise NotebookError(
+            f"bind_address {address!r} would publish Jupyter on {reach}, guarded by its token "
+            "alone; keep 127.0.0.1 and reach it through SSH, or set allow_public_bind: true "
+            "(notebook_allow_public_bind in the role) to mean it"
+        )
+    return (
+        f"Jupyter is published on {reach} ({address}), guarded by its token alone, and its "
+        "Host-header check against DNS rebinding is off; make sure a firewall limits who "
+        "reaches this port"
+    )
+
+
+def published_port(attrs: dict[str, Any] | None) -> int | None:
+    bindings = ((attrs or {}).get("HostConfig") or {}).get("PortBindings") or {}
+    for binding in bindings.get(f"{CONTAINER_PORT}/tcp") or []:
+        if str(binding.get("HostPort") or "").isdigit():
+            return int(binding["HostPort"])
+    return None
+
+
+def read_port_file(port_file: str | None) -> int | None:
+    if not port_file:
+        return None
+    try:
+        with open(port_file, encoding="ascii") as handle:
+            text = handle.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and 1 <= int(text) <= 65535 else None
+
+
+def choose_port(
+    recorded: int | None,
+    current: int | None,
+    taken: set[int],
+    is_free: Callable[[int], bool],
+    start: int = PORT_SEARCH_START,
+    count: int = PORT_SEARCH_COUNT,
+) -> int:
+    """The port a workbench keeps: the recorded one, else the one its container already
+    publishes, else the first port from ``start`` that no other container publishes and
+    nothing listens on."""
+    if recorded:
+        return recorded
+    if current:
+        return current
+    for port in range(start, start + count):
+        if port not in taken and is_free(port):
+            return port
+    raise NotebookError(
+        f"no free port in {start}-{start + count - 1} for Jupyter; set port to a free one"
+    )
+
+
+def port_is_free(address: str, port: int) -> bool:
+    host = "0.0.0.0" if address in ("", "::") else address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 # ---------------------------------------------------------------- spec
 
 
 def resolve_gpus(gpus: str, gpu_present: bool) -> str:
     """``auto`` -> ``all`` on a GPU host, else ``none``; counts stay as strings."""
-    value = str(gpus).strip().lower()
-    if value == "auto":
-        return "all" if gpu_present else "none"
+    value = resolve_auto(gpus, gpu_present, "all", "none")
     if value in ("all", "none"):
         return value
     if value.isdigit():
@@ -265,19 +310,37 @@ def _env_list_to_dict(items: list[str] | None) -> dict[str, str]:
 def desired_spec(params: dict[str, Any], image_id: str, token: str, gpus: str) -> dict[str, Any]:
     """What the container must look like, in the same shape as ``observed_spec``."""
     env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
-    env[TOKEN_ENV] = token
+    if TOKEN_ENV in env:
+        raise NotebookError(
+            f"env must not set {TOKEN_ENV}: the token goes to the container as a file; "
+            "pass it as token (or put it in token_file) instead"
+        )
+    env[TOKEN_FILE_ENV] = TOKEN_IN_CONTAINER
     env[IMAGE_ID_ENV] = image_id
+    if not is_loopback(params["bind_address"]):
+        env[REMOTE_ACCESS_ENV] = "1"
+    labels = {str(k): str(v) for k, v in (params.get("labels") or {}).items()}
+    labels[TOKEN_DIGEST_LABEL] = token_digest(token)
+    mounts = [parse_volume(v) for v in params.get("volumes") or []]
+    mounts.append(f"{token_mount_path(params['token_file'])}:{TOKEN_IN_CONTAINER}:ro")
     return {
         "image": image_id,
         "env": env,
         "ports": f"{params['bind_address']}:{params['port']}",
         "gpus": gpus,
-        "mounts": sorted(parse_volume(v) for v in params.get("volumes") or []),
-        "labels": {str(k): str(v) for k, v in (params.get("labels") or {}).items()},
+        "mounts": sorted(mounts),
+        "labels": labels,
         "shm_size": parse_size(params["shm_size"]),
         "user": str(params["user"]),
         "restart_policy": params["restart_policy"],
+        "init": True,
+        "network": network_name(params["name"]),
     }
+
+
+def network_name(name: str) -> str:
+    """The container's own bridge network, without inter-container traffic."""
+    return f"{name}-net"
 
 
 def observed_spec(attrs: dict[str, Any], image_attrs: dict[str, Any]) -> dict[str, Any]:
@@ -313,6 +376,8 @@ def observed_spec(attrs: dict[str, Any], image_attrs: dict[str, Any]) -> dict[st
         "shm_size": host.get("ShmSize"),
         "user": config.get("User") or "",
         "restart_policy": (host.get("RestartPolicy") or {}).get("Name") or "no",
+        "init": bool(host.get("Init")),
+        "network": host.get("NetworkMode") or "default",
     }
 
 
@@ -410,31 +475,86 @@ def jupyter_status(url: str, token: str, timeout: float = 2.0) -> int | None:
         return None
 
 
+@dataclass
+class ContainerState:
+    """What ``docker inspect`` says about a starting container."""
+
+    status: str
+    restart_count: int = 0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str = ""
+
+    @classmethod
+    def of(cls, attrs: dict[str, Any]) -> ContainerState:
+        state = attrs.get("State") or {}
+        return cls(
+            status=str(state.get("Status") or "unknown"),
+            restart_count=int(attrs.get("RestartCount") or 0),
+            exit_code=state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=str(state.get("Error") or ""),
+        )
+
+
+def exit_hint(state: ContainerState) -> str:
+    """What an exit code usually means for a container's command."""
+    if state.oom_killed or state.exit_code == 137:
+        return "killed for memory (OOMKilled) or by SIGKILL; give it more memory"
+    if state.exit_code == 127:
+        return "command not found; the image lacks jupyter on PATH, rebuild it"
+    if state.exit_code == 126:
+        return "command not executable; fix the image's command"
+    return "read the logs below and fix the image or its command"
+
+
+class CrashLoop(NotebookError):
+    """The container keeps crashing and Docker keeps restarting it."""
+
+
 def wait_healthy(
     url: str,
     token: str,
-    container_state: Callable[[], str],
+    container_state: Callable[[], ContainerState],
     timeout: float,
     interval: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     status: Callable[[str, str], int | None] = jupyter_status,
+    restarts_before: int = 0,
 ) -> float:
     """Poll until Jupyter answers 200 with the token; seconds waited.
 
-    Fails fast when the container leaves the running state, and after ``timeout``.
+    Fails fast when the container leaves the running state, when Docker restarts it (a
+    crash loop under a restart policy: the state is ``restarting``, which shows the exit
+    code, or the restart count grew past ``restarts_before`` and Jupyter still does not
+    answer ``CRASH_GRACE`` seconds later), and after ``timeout``.
     """
     start = clock()
     deadline = start + timeout
     last = None
+    restarted_at = None
     while True:
         last = status(url, token)
         if last == 200:
             return clock() - start
         state = container_state()
-        if state not in ("running", "created", "restarting"):
+        restarts = state.restart_count - restarts_before
+        if restarts > 0 and restarted_at is None:
+            restarted_at = clock()
+        if state.status == "restarting" or (
+            restarted_at is not None and clock() - restarted_at >= CRASH_GRACE
+        ):
+            code = "not seen" if state.status != "restarting" else state.exit_code
+            raise CrashLoop(
+                f"the container crashed during start (exit code {code}) and Docker's restart "
+                f"policy restarted it {max(restarts, 1)} time(s): a crash loop, not a slow "
+                f"start; {exit_hint(state)}"
+            )
+        if state.status not in ("running", "created"):
             raise NotebookError(
-                f"the container exited during start (state {state}); read the logs below and fix the image or its command"
+                f"the container exited during start (state {state.status}, exit code "
+                f"{state.exit_code}{', ' + state.error if state.error else ''}); {exit_hint(state)}"
             )
         if last in (401, 403):
             raise NotebookError(
@@ -443,7 +563,8 @@ def wait_healthy(
         if clock() >= deadline:
             raise NotebookError(
                 f"Jupyter at {url} did not answer within {timeout:g}s (last status {last}); "
-                "read the logs below, or raise the timeout on a slow host"
+                "the container is left running: read the logs below, and raise the timeout "
+                "if the host is just slow, or remove it with state: absent"
             )
         sleep(interval)
 
@@ -504,9 +625,12 @@ class NotebookContainer:
             self.client.ping()
         except DockerException as exc:
             where = base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            if "Permission denied" in str(exc):
+                fix = "run as root (become: true) or as a member of the docker group"
+            else:
+                fix = "start dockerd on this host, or point docker_host at the daemon that runs"
             raise NotebookError(
-                f"cannot reach the Docker daemon at {where} ({exc}); start dockerd, "
-                "add this user to the docker group, or set docker_host"
+                f"cannot reach the Docker daemon at {where} ({exc}); {fix}"
             ) from exc
 
     def _container(self) -> Any:
@@ -532,6 +656,9 @@ class NotebookContainer:
             text = container.logs(tail=LOG_LINES).decode("utf-8", "replace")
         except (DockerException, AttributeError):
             return []
+        token = getattr(self, "_token", None)
+        if token:  # a server that prints its URL must not hand the token to the log
+            text = text.replace(token, HIDDEN)
         return text.splitlines()[-LOG_LINES:]
 
     def _url(self) -> str:
@@ -544,12 +671,54 @@ class NotebookContainer:
 
     # -- the run
 
+    def _network(self) -> Any:
+        try:
+            return self.client.networks.get(network_name(self.params["name"]))
+        except NotFound:
+            return None
+
+    def _other_published_ports(self) -> set[int]:
+        ports: set[int] = set()
+        for other in self.client.containers.list(all=True):
+            if other.name != self.params["name"]:
+                for bindings in (
+                    (other.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+                ).values():
+                    ports.update(
+                        int(b["HostPort"])
+                        for b in bindings or []
+                        if str(b.get("HostPort") or "").isdigit()
+                    )
+        return ports
+
+    def resolve_port(self, container: Any) -> bool:
+        """Set params["port"] (given, recorded, or chosen); True when port_file changes."""
+        port_file = self.params.get("port_file")
+        recorded = read_port_file(port_file)
+        port = self.params.get("port")
+        if not port:
+            port = choose_port(
+                recorded,
+                published_port(container.attrs if container else None),
+                self._other_published_ports(),
+                lambda candidate: port_is_free(self.params["bind_address"], candidate),
+            )
+        self.params["port"] = port
+        if not port_file or recorded == port:
+            return False
+        if not self.check_mode:
+            os.makedirs(os.path.dirname(os.path.abspath(port_file)), exist_ok=True)
+            with open(port_file, "w", encoding="ascii") as handle:
+                handle.write(f"{port}\n")
+        return True
+
     def run(self) -> Result:
         state = self.params["state"]
         self.connect()
         container = self._container()
+        network = self._network()
         desired = image = None
-        token_changed = False
+        extra_changed = False
         gpus = None
         if state == "started":
             image = self._image()
@@ -557,12 +726,20 @@ class NotebookContainer:
             token, token_changed = ensure_token(
                 self.params.get("token"), self.params["token_file"], self.check_mode
             )
+            self._token = token
+            mount_changed = ensure_token_mount(token, self.params["token_file"], self.check_mode)
+            port_changed = self.resolve_port(container)
+            extra_changed = token_changed or mount_changed or port_changed
             desired = desired_spec(self.params, image.id, token, gpus)
         the_plan = plan(
             state, container.attrs if container else None, desired, image.attrs if image else None
         )
+        if state == "started" and network is None:
+            the_plan.actions.insert(0, "create-network")
+        if state == "absent" and network is not None:
+            the_plan.actions.append("remove-network")
         result = Result(
-            changed=the_plan.changed or token_changed,
+            changed=the_plan.changed or extra_changed,
             diff={"before": the_plan.before, "after": the_plan.after},
             actions=the_plan.actions,
             drift=the_plan.drift,
@@ -587,7 +764,11 @@ class NotebookContainer:
 
     def apply(self, the_plan: Plan, container: Any, desired: dict[str, Any] | None) -> Any:
         for action in the_plan.actions:
-            if action == "remove":
+            if action == "create-network":
+                self._create_network()
+            elif action == "remove-network":
+                self._remove_network()
+            elif action == "remove":
                 container.remove(force=True)
                 container = None
             elif action == "stop":
@@ -598,12 +779,34 @@ class NotebookContainer:
                 self._start(container)
         return container
 
+    def _create_network(self) -> None:
+        # The container is alone on this bridge, and inter-container traffic is off on it:
+        # Docker's isolation rules keep containers on other networks out, so Jupyter is
+        # reached through the published port only.
+        self.client.networks.create(
+            network_name(self.params["name"]),
+            driver="bridge",
+            options={"com.docker.network.bridge.enable_icc": "false"},
+            labels={"io.wyvern.workbench.notebook": self.params["name"]},
+        )
+
+    def _remove_network(self) -> None:
+        network = self._network()
+        if network is None:
+            return
+        network.reload()
+        if network.attrs.get("Containers"):
+            return  # something else joined it; leave it rather than break that
+        network.remove()
+
     def _create(self, desired: dict[str, Any]) -> Any:
         try:
             return self.client.containers.create(
                 image=desired["image"],
                 name=self.params["name"],
                 environment=desired["env"],
+                init=desired["init"],
+                network=desired["network"],
                 ports={f"{CONTAINER_PORT}/tcp": (self.params["bind_address"], self.params["port"])},
                 device_requests=device_requests(desired["gpus"]),
                 volumes=desired["mounts"],
@@ -619,6 +822,7 @@ class NotebookContainer:
             ) from exc
 
     def _start(self, container: Any) -> None:
+        self._restarts_before = int((container.attrs or {}).get("RestartCount") or 0)
         self._started_at = time.time()
         self._started_clock = self.clock()
         try:
@@ -627,9 +831,14 @@ class NotebookContainer:
             text = str(exc.explanation or exc)
             if "port is already allocated" in text or "address already in use" in text:
                 container.remove(force=True)
+                how = (
+                    f"set port to a free one, or delete {self.params['port_file']} to choose another"
+                    if self.params.get("port_file")
+                    else "set port to a free one"
+                )
                 raise NotebookError(
                     f"port {self.params['bind_address']}:{self.params['port']} is already taken; "
-                    "stop whatever listens there or set port to a free one"
+                    f"stop whatever listens there, or {how}"
                 ) from exc
             if "could not select device driver" in text:
                 container.remove(force=True)
@@ -641,16 +850,21 @@ class NotebookContainer:
                 f"Docker could not start {self.params['name']}: {text}", logs=self.logs(container)
             ) from exc
 
-    def _state(self, container: Any) -> str:
+    def _state(self, container: Any) -> ContainerState:
         try:
             container.reload()
         except NotFound:
-            return "removed"
-        return str(container.status)
+            return ContainerState(status="removed")
+        return ContainerState.of(container.attrs)
 
     def check_health(self, container: Any, token: str, result: Result) -> None:
         started_clock = getattr(self, "_started_clock", None)
         started_at = getattr(self, "_started_at", None)
+        # Restarts are counted from the count before this run's start call (or from now,
+        # for a container that already ran).
+        restarts_before = getattr(self, "_restarts_before", None)
+        if restarts_before is None:
+            restarts_before = self._state(container).restart_count
         try:
             waited = wait_healthy(
                 result.url or self._url(),
@@ -661,7 +875,16 @@ class NotebookContainer:
                 clock=self.clock,
                 sleep=self.sleep,
                 status=self.status,
+                restarts_before=restarts_before,
             )
+        except CrashLoop as exc:
+            logs = self.logs(container)
+            container.stop(timeout=5)  # else the restart policy keeps it looping
+            raise NotebookError(
+                f"{exc}; the container {self.params['name']} is stopped (kept for `docker logs`)",
+                logs=logs,
+                **result.as_dict(),
+            ) from exc
         except NotebookError as exc:
             raise NotebookError(str(exc), logs=self.logs(container), **result.as_dict()) from exc
         # Measured from the start call when this run started the container.
@@ -687,8 +910,8 @@ class NotebookContainer:
         return json.loads(text.strip().splitlines()[-1])
 
     def compare_gpu(self, container: Any, result: Result) -> None:
-        expect = str(self.params["expect_gpu"]).lower()
-        expected = self.gpu_present() if expect == "auto" else expect in ("true", "yes", "1")
+        expect = resolve_auto(self.params["expect_gpu"], self.gpu_present(), "true", "false")
+        expected = expect in ("true", "yes", "1")
         probe = result.probe or {}
         if bool(probe.get("cuda_available")) == expected:
             return

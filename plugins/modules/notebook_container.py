@@ -12,15 +12,24 @@ version_added: 0.1.0
 description:
   - Creates, starts, stops or removes one Jupyter notebook container through the Docker SDK for Python.
   - Idempotent. The same options change nothing; any drift in the image id, environment, published port,
-    GPUs, mounts, labels, shared memory size, user or restart policy recreates the container, and the diff
-    says what changed. An exited container is started again.
+    GPUs, mounts, labels, shared memory size, user, restart policy, init or network recreates the container,
+    and the diff says what changed. A changed token is drift too (a SHA-256 of it is a label). An exited
+    container is started again.
+  - The container runs with Docker's init as PID 1 (it reaps orphaned processes and forwards SIGTERM), alone
+    on its own bridge network C(NAME-net) with inter-container traffic off, so other containers cannot reach
+    Jupyter; the network is removed with the container (O(state=absent)).
+  - A container that crashes at start is reported within seconds with its exit code and logs; one that
+    Docker's restart policy keeps restarting (a crash loop) is stopped and kept for inspection.
   - With O(state=started) it waits until Jupyter's REST API answers with the token, then runs a probe
     inside the container (torch and torchvision versions, CUDA version, whether CUDA is available, the
     devices) and compares it with O(expect_gpu). A mismatch fails with a diagnosis that compares the host
     driver with the minimum driver that the image's CUDA needs and says whether Docker has the nvidia
     runtime.
-  - The container gets the environment variables C(JUPYTER_TOKEN) and C(WORKBENCH_IMAGE_ID) (the image id)
-    in addition to O(env).
+  - The token never enters the container's environment (where C(docker inspect), every kernel and
+    C(/proc/PID/environ) would show it) nor the module's result or diff. The container mounts a read-only copy,
+    C(TOKEN_FILE.d/jupyter_token) (0444 in a 0700 directory), at C(/run/secrets/jupyter_token) and gets
+    C(JUPYTER_TOKEN_FILE) naming it, plus C(WORKBENCH_IMAGE_ID) (the image id), in addition to O(env).
+  - The last lines of the container's log are returned on failure with the token masked.
   - On any failure after the container exists, the result carries the last 50 lines of its log as RV(logs).
 author:
   - Wyvern workbench team
@@ -59,13 +68,28 @@ options:
     type: str
     default: auto
   bind_address:
-    description: Host address to publish Jupyter on. Keep the loopback default and reach it through SSH.
+    description:
+      - Host address to publish Jupyter on. Keep the loopback default and reach it through SSH.
+      - Any other address fails unless O(allow_public_bind=true).
     type: str
     default: 127.0.0.1
+  allow_public_bind:
+    description:
+      - Allow a non-loopback O(bind_address) such as V(0.0.0.0). Jupyter is then guarded by its token alone
+        and its Host-header check against DNS rebinding is turned off (browsers elsewhere send the host's
+        address); the module warns.
+    type: bool
+    default: false
   port:
-    description: Host port to publish Jupyter's port 8888 on.
+    description:
+      - Host port to publish Jupyter's port 8888 on.
+      - When omitted, the port recorded in O(port_file), else the port the container already publishes, else
+        the first port from 8888 up that no other container publishes and nothing listens on. The port used is
+        recorded in O(port_file), so reruns keep it.
     type: int
-    default: 8888
+  port_file:
+    description: Host file that records the port, so a workbench keeps its port across runs.
+    type: path
   token:
     description:
       - Jupyter's token. When omitted, the token in O(token_file) is used, or a random one (32 bytes,
@@ -101,13 +125,18 @@ options:
     type: dict
     default: {}
   timeout:
-    description: Seconds to wait for Jupyter to answer before failing.
+    description:
+      - Seconds to wait for Jupyter to answer before failing. A container that is still running then is left
+        running (the message says so); one that exited or crash-loops fails at once.
     type: int
     default: 180
   interval:
     description: Seconds between two polls of Jupyter's API.
     type: float
     default: 0.2
+  docker_host:
+    description: The Docker daemon to talk to, as in C(DOCKER_HOST); defaults to C(DOCKER_HOST), else the local socket.
+    type: str
   expect_gpu:
     description:
       - Whether PyTorch must see CUDA. V(auto) expects it exactly where the host has an NVIDIA GPU, so a GPU
@@ -230,6 +259,7 @@ from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_contain
     HAS_DOCKER,
     NotebookContainer,
     NotebookError,
+    check_bind_address,
 )
 
 ROOT_USERS = ("0", "root")
@@ -242,7 +272,9 @@ def main() -> None:
         state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
         gpus=dict(type="str", default="auto"),
         bind_address=dict(type="str", default="127.0.0.1"),
-        port=dict(type="int", default=8888),
+        allow_public_bind=dict(type="bool", default=False),
+        port=dict(type="int"),
+        port_file=dict(type="path"),
         token=dict(type="str", no_log=True),
         token_file=dict(type="path"),
         volumes=dict(type="list", elements="str", default=[]),
@@ -258,6 +290,7 @@ def main() -> None:
         timeout=dict(type="int", default=180),
         interval=dict(type="float", default=0.2),
         expect_gpu=dict(type="str", default="auto", choices=["auto", "true", "false"]),
+        docker_host=dict(type="str"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -272,7 +305,7 @@ def main() -> None:
         module.fail_json(
             msg=f"user {params['user']!r} is root; run the notebook as a non-root user such as 1000:1000"
         )
-    if not 1 <= params["port"] <= 65535:
+    if params["port"] is not None and not 1 <= params["port"] <= 65535:
         module.fail_json(msg=f"port {params['port']} is not a TCP port; use 1-65535")
     if params["timeout"] <= 0 or params["interval"] <= 0:
         module.fail_json(msg="timeout and interval must be positive; fix them")
@@ -280,6 +313,10 @@ def main() -> None:
         params["token_file"] = os.path.expanduser(f"~/.local/share/wyvern/{params['name']}.token")
 
     try:
+        if params["state"] == "started":
+            warning = check_bind_address(params["bind_address"], params["allow_public_bind"])
+            if warning:
+                module.warn(warning)
         result = NotebookContainer(params, module.check_mode).run()
     except NotebookError as exc:
         failed = dict(exc.extra)

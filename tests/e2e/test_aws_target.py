@@ -187,11 +187,19 @@ def test_aws_target_lifecycle(
         run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **tiny}, inventory)
         assert run.rc == 0, run.tail(80)
         (host_dir,) = outputs.iterdir()  # named after the instance's Name tag
-        (run_dir,) = host_dir.iterdir()
+        (run_dir,) = (host_dir / NAME).iterdir()  # keyed by host and workbench
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"]
+
+        # Teardown closes a tunnel that is open (the user forgot it).
+        reopened = run_playbook(repo_root, "playbooks/tunnel.yml", env, tunnel_vars)
+        assert reopened.rc == 0, reopened.tail()
+        assert requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=10).ok
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down.rc == 0, down.tail(80)
+        assert not (ssh_config.parent / f"wyvern-{NAME}.ctl").exists()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=5)
         assert tagged_resources(ec2) == {"instances": [], "security_groups": [], "key_pairs": []}
         config = ssh_config.read_text()
         assert f"Host {NAME}" not in config

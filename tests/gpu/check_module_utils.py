@@ -1,10 +1,10 @@
 """The module_utils GPU functions against this machine's real driver; one JSON object out.
 
 `python tests/gpu/check_module_utils.py` (run by scripts/gpu_check.sh). Loads
-plugins/module_utils/_notebook_container.py by path with importlib, checks that importing
-it pulls in nothing outside the standard library (the Docker SDK is optional there), runs
-the module's own in-container probe script with this python, and asks diagnose_gpu about
-the real driver and about forced mismatches.
+plugins/module_utils/_gpu.py (the project's one GPU rule) by path with importlib, checks
+that importing it pulls in nothing outside the standard library, runs the module's own
+in-container probe script with this python, and asks diagnose_gpu about the real driver
+and about forced mismatches.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "plugins" / "module_utils" / "_notebook_container.py"
+MODULE = ROOT / "plugins" / "module_utils" / "_gpu.py"
 
 
 def _nvidia_smi(field: str) -> str | None:
@@ -37,7 +37,7 @@ def _nvidia_smi(field: str) -> str | None:
 
 def main() -> int:
     before = set(sys.modules)
-    spec = importlib.util.spec_from_file_location("_notebook_container", MODULE)
+    spec = importlib.util.spec_from_file_location("_gpu", MODULE)
     assert spec and spec.loader
     nc = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = nc  # dataclasses look their module up while it loads
@@ -45,8 +45,6 @@ def main() -> int:
     roots = {name.split(".")[0] for name in set(sys.modules) - before}
     roots.discard(spec.name)
     non_stdlib = sorted(r for r in roots if r not in sys.stdlib_module_names)
-    # The Docker SDK (and what it imports) is optional: without it the module must load on
-    # the standard library alone, as on a GPU machine without Docker.
 
     probe_run = subprocess.run(
         [sys.executable, "-c", nc.PROBE_SCRIPT], capture_output=True, text=True, timeout=120
@@ -55,10 +53,9 @@ def main() -> int:
     driver = nc.host_driver_version()
     smi_driver = _nvidia_smi("driver_version")
     needed = nc.min_driver_for_cuda(probe.get("cuda"))
-    meets = nc._version_tuple(driver) >= nc._version_tuple(needed) if driver and needed else None
+    meets = nc.version_tuple(driver) >= nc.version_tuple(needed) if driver and needed else None
     result = {
         "imports_outside_stdlib": non_stdlib,
-        "has_docker_sdk": nc.HAS_DOCKER,
         "host_has_nvidia_gpu": nc.host_has_nvidia_gpu(),
         "host_driver_version": driver,
         "nvidia_smi_driver_version": smi_driver,
@@ -76,7 +73,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=1))
     ok = (
-        (nc.HAS_DOCKER or not non_stdlib)
+        not non_stdlib
         and result["host_has_nvidia_gpu"]
         and driver is not None
         and result["driver_versions_agree"]

@@ -19,13 +19,8 @@ NOTEBOOK_DEFAULTS = ROOT / "roles" / "notebook" / "defaults" / "main.yml"
 def run_outputs_dir(
     outputs_root: Path | str, host: str, workbench: str, run_id: str | None = None
 ) -> Path:
-    """<workbench_outputs_dir>/<host>/[<run_id>/] on the control node.
-
-    ``workbench`` is not part of today's layout; it is an argument so that a layout that
-    adds the workbench name changes this function alone.
-    """
-    del workbench
-    base = Path(outputs_root) / host
+    """<workbench_outputs_dir>/<host>/<workbench>/[<run_id>/] on the control node."""
+    base = Path(outputs_root) / host / workbench
     return base / run_id if run_id else base
 
 

@@ -19,7 +19,10 @@ def _code_text() -> str:
     for folder in CODE_DIRS:
         for path in sorted((ROOT / folder).rglob("*")):
             if path.is_file() and path.suffix in {".py", ".yml", ".yaml", ".sh", ".j2", ".cfg"}:
-                parts.append(path.read_text(errors="replace"))
+                text = path.read_text(errors="replace")
+                if path.suffix == ".py":  # join implicitly concatenated string literals
+                    text = re.sub(r"[\"']\s*\n\s*[rbf]*[\"']", "", text)
+                parts.append(text)
     # A message may be folded across YAML lines: compare with runs of spaces collapsed.
     return re.sub(r"\s+", " ", "\n".join(parts))
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from transfer_learning.errors import WorkloadError
+from transfer_learning.errors import Interrupted, WorkloadError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: on for finetune, off for feature-extract (features cached)",
     )
     p.add_argument("--no-amp", dest="amp", action="store_false", help="CUDA: no mixed precision")
+    p.add_argument(
+        "--data-store",
+        choices=["auto", "memory", "disk"],
+        default="auto",
+        help="decoded images in memory, or in a cache file read per batch (default auto: "
+        "memory where they fit half of the memory available, cgroup limit included)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where --data-store disk keeps decoded images (default ~/.cache/transfer_learning)",
+    )
 
     p = sub.add_parser("evaluate", help="accuracy of a saved model.pt on a data set")
     p.add_argument("--model", required=True, help="OUT/<run-id>/model.pt")
@@ -117,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--repeats", type=_positive, default=3, help="runs of each recipe (median and spread)"
+    )
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -132,12 +147,13 @@ def _run(args: argparse.Namespace) -> int:
 
         print(make_digits(args.dir, size=args.size, val_fraction=args.val_fraction, seed=args.seed))
     elif args.command == "train":
-        from transfer_learning.engine import TrainConfig, train
+        from transfer_learning.config import TrainConfig
+        from transfer_learning.trainer import train
 
         fields = {k: v for k, v in vars(args).items() if k != "command"}
         train(TrainConfig(**fields))
     elif args.command == "evaluate":
-        from transfer_learning.engine import evaluate
+        from transfer_learning.trainer import evaluate
 
         result = evaluate(
             args.model,
@@ -171,6 +187,7 @@ def _run(args: argparse.Namespace) -> int:
             args.weights,
             args.seed,
             args.stand_in_epochs,
+            args.repeats,
         )
         print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
@@ -180,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     except WorkloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,19 @@ def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
     x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
     return torch.flatten(m.avgpool(x), 1)
+
+
+def load_model_file(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """Read a model.pt written by `train` back into a resnet18."""
+    p = Path(path)
+    if not p.is_file():
+        raise WorkloadError(f"model file {p} does not exist: pass --model OUT/<run-id>/model.pt")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+        model = build_model("none", len(blob["classes"]), "finetune")
+        model.load_state_dict(blob["state_dict"])
+    except WorkloadError:
+        raise
+    except Exception as exc:  # a corrupt or foreign file
+        raise WorkloadError(f"cannot read model file {p} ({exc.__class__.__name__})") from None
+    return model, blob

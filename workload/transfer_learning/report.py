@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transfer_learning.data import IMAGENET_MEAN, IMAGENET_STD
+from transfer_learning.data import IMAGENET_MEAN, IMAGENET_STD, Batcher, load_cached
 
 # The notebook image passes these in; outside it they are worked out from the checkout.
 ENV_IMAGE_ID = "WORKBENCH_IMAGE_ID"
@@ -170,7 +170,9 @@ def write_outputs(
         },
         run_dir / "model.pt",
     )
-    (run_dir / "environment.json").write_text(json.dumps(environment(arguments), indent=2) + "\n")
+    env = environment(arguments)
+    env["data_store"] = metrics.get("data_store")  # which path the decoded images took, and why
+    (run_dir / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
 
 
 def plot_predictions(
@@ -185,12 +187,9 @@ def plot_predictions(
     """A grid of validation images titled `prediction (truth)`, wrong ones in red."""
     import matplotlib.pyplot as plt
 
-    from transfer_learning.data import load_cached
-    from transfer_learning.engine import Batcher, TrainConfig
-
     data = load_cached(data_dir, image_size, count, seed, 0)
     device = next(model.parameters()).device
-    batcher = Batcher(TrainConfig(data=str(data_dir), image_size=image_size), device)
+    batcher = Batcher(image_size, device)
     model.eval()
     with torch.inference_mode():
         preds = model(batcher(data.val_x, augment=False)).argmax(1).tolist()

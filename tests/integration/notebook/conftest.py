@@ -63,7 +63,7 @@ def run_module(ansible_env: dict[str, str], repo_root: Path) -> Callable[..., di
 @pytest.fixture
 def container_name(docker_client, request: pytest.FixtureRequest) -> Iterator[str]:
     """A container name of this test run's own (parallel runs and worktrees never share
-    one); removed before and after the test (images are kept)."""
+    one); it and its network are removed before and after the test (images are kept)."""
     test = request.node.name.replace("_", "-").replace("[", "-").replace("]", "")[:40]
     name = f"{PREFIX}{test}-{secrets.token_hex(3)}"
     remove_container(docker_client, name)
@@ -74,3 +74,5 @@ def container_name(docker_client, request: pytest.FixtureRequest) -> Iterator[st
 def remove_container(docker_client, name: str) -> None:
     with contextlib.suppress(docker.errors.NotFound):
         docker_client.containers.get(name).remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        docker_client.networks.get(f"{name}-net").remove()

@@ -66,7 +66,8 @@ def jupyter(url: str, token: str | None) -> int:
 
 def test_ladder_check_start_idempotent_drift_absent(run_module, spec: dict, docker_client) -> None:
     planned = run_module(spec, check=True)
-    assert planned["changed"] is True and planned["actions"] == ["create", "start"]
+    assert planned["changed"] is True
+    assert planned["actions"] == ["create-network", "create", "start"]
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(spec["name"])
 
@@ -106,7 +107,7 @@ def test_ladder_check_start_idempotent_drift_absent(run_module, spec: dict, dock
     assert restarted["container_id"] == drifted["container_id"]
 
     removed = run_module({"name": spec["name"], "state": "absent"})
-    assert removed["changed"] is True
+    assert removed["changed"] is True and removed["actions"] == ["remove", "remove-network"]
     assert run_module({"name": spec["name"], "state": "absent"})["changed"] is False
     assert not [c for c in docker_client.containers.list(all=True) if c.name == spec["name"]]
 

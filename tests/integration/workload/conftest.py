@@ -70,7 +70,7 @@ def run_cli() -> RunCli:
         *args: str,
         env: dict[str, str] | None = None,
         module: list[str] | None = None,
-        timeout: int = 300,
+        timeout: int = 900,  # a shared 2-core CI machine can be 10x slower than idle
     ) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, *(module or ["-m", "transfer_learning"]), *args]
         return subprocess.run(

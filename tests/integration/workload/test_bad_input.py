@@ -47,6 +47,7 @@ def _only_junk_class(d: Path, tmp: Path) -> list[str]:
     root = _copy(d, tmp)
     (root / "train" / "7").mkdir()
     (root / "train" / "7" / "a.png").write_bytes(b"garbage")
+    shutil.copytree(root / "val" / "0", root / "val" / "7")
     return ["--data", str(root)]
 
 
@@ -73,6 +74,50 @@ def _resume_without_checkpoint(d: Path, tmp: Path) -> list[str]:
     return ["--data", str(_copy(d, tmp)), "--resume"]
 
 
+def _root_is_a_file(d: Path, tmp: Path) -> list[str]:
+    (tmp / "data.zip").write_bytes(b"PK")
+    return ["--data", str(tmp / "data.zip")]
+
+
+def _val_class_missing(d: Path, tmp: Path) -> list[str]:
+    root = _copy(d, tmp, ("0", "1", "2"))
+    shutil.rmtree(root / "val" / "2")
+    return ["--data", str(root)]
+
+
+def _output_dir_is_a_file(d: Path, tmp: Path) -> list[str]:
+    (tmp / "results").write_text("a file")
+    return ["--data", str(_copy(d, tmp)), "--output-dir", str(tmp / "results")]
+
+
+def _negative_gamma(d: Path, tmp: Path) -> list[str]:
+    return ["--data", str(_copy(d, tmp)), "--gamma", "-5"]
+
+
+def _fake_checkpoint(tmp: Path, classes: list[str], data_root: Path) -> None:
+    (tmp / "out" / "r1").mkdir(parents=True)
+    blob = {"model": {}, "optimizer": {}, "epoch": 1, "classes": classes}
+    torch.save(
+        {**blob, "data_root": str(data_root.resolve())}, tmp / "out" / "r1" / "checkpoint.pt"
+    )
+
+
+def _resume_other_classes(d: Path, tmp: Path) -> list[str]:
+    root = _copy(d, tmp)
+    _fake_checkpoint(tmp, ["0", "1", "2"], root)
+    return ["--data", str(root), "--resume"]
+
+
+def _resume_other_root(d: Path, tmp: Path) -> list[str]:
+    root = _copy(d, tmp)
+    _fake_checkpoint(tmp, ["0", "1"], tmp / "elsewhere")
+    return ["--data", str(root), "--resume"]
+
+
+def _limit_below_classes(d: Path, tmp: Path) -> list[str]:
+    return ["--data", str(_copy(d, tmp, ("0", "1", "2"))), "--limit", "2"]
+
+
 def _cuda_without_gpu(d: Path, tmp: Path) -> list[str]:
     return ["--data", str(_copy(d, tmp)), "--device", "cuda"]
 
@@ -89,6 +134,13 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "unreadable-checkpoint": (_unreadable_checkpoint, "cannot read checkpoint"),
     "resume-without-checkpoint": (_resume_without_checkpoint, "no checkpoint.pt"),
     "cuda-without-gpu": (_cuda_without_gpu, "--device cuda was asked for but no CUDA device"),
+    "data-root-is-a-file": (_root_is_a_file, "is a file, not a directory: pass --data DIR"),
+    "val-class-missing": (_val_class_missing, "val has no directory for class(es) 2"),
+    "output-dir-is-a-file": (_output_dir_is_a_file, "is a file, not a directory"),
+    "negative-gamma": (_negative_gamma, "--gamma must be in (0, 1]"),
+    "limit-below-classes": (_limit_below_classes, "--limit 2 is smaller than the 3 classes"),
+    "resume-other-classes": (_resume_other_classes, "trained on classes ['0', '1', '2']"),
+    "resume-other-data-root": (_resume_other_root, "elsewhere, not"),
 }
 
 

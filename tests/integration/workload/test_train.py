@@ -41,6 +41,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path, run_cli: Ru
     (out / "two.json").write_text((out / "resumed" / "metrics.json").read_text())
     resumed = _ok(run_cli(*base, "--run-id", "resumed", "--epochs", "4", "--resume"))
     assert "resuming after epoch 2" in resumed.stdout
+    # Two epochs with StepLR(7), resumed with --step-size 2: from then on, the step-2 schedule.
+    _ok(run_cli(*base, "--run-id", "restep", "--epochs", "2", "--step-size", "7"))
+    restep = _ok(run_cli(*base, "--run-id", "restep", "--epochs", "4", "--resume"))
+    assert "--step-size 2 --gamma 0.1 replace the checkpoint's 7 and 0.1" in restep.stdout
     return out
 
 
@@ -83,6 +87,10 @@ def test_finetune_learns_and_writes_every_output(runs: Path) -> None:
     for name in OUTPUTS:
         assert (run_dir / name).is_file(), name
     m = metrics(run_dir)
+    # A tiny data set on any machine: the in-memory path, and the record says why.
+    assert (
+        m["data_store"]["kind"] == "memory" and "fits in half of the" in m["data_store"]["reason"]
+    )
     assert m["best_val_acc"] >= 0.3  # well above the 0.1 of chance after four tiny epochs
     assert m["epochs"][-1]["train_loss"] < m["epochs"][0]["train_loss"]
     assert len(m["epochs"]) == 4 and m["num_train"] == 160 and m["num_val"] == 160
@@ -114,6 +122,24 @@ def test_two_epochs_plus_resume_equals_four(runs: Path) -> None:
     assert learning_curve(runs / "resumed") == full
     assert full[2][4] == pytest.approx(full[0][4] * 0.1)  # the StepLR state came back too
     assert metrics(runs / "resumed")["best_val_acc"] == metrics(runs / "four")["best_val_acc"]
+
+
+def test_step_size_given_on_resume_is_honoured(runs: Path) -> None:
+    # Epochs 1-2 have the same rate under StepLR(7) and StepLR(2): the whole run must equal
+    # the uninterrupted step-2 one, rates of epochs 3 and 4 included.
+    assert learning_curve(runs / "restep") == learning_curve(runs / "four")
+
+
+@pytest.mark.parametrize(
+    "sizes", [("--limit", "17", "--batch-size", "16"), ("--limit", "10", "--batch-size", "1")]
+)
+def test_a_batch_of_one_image_trains(
+    sizes: tuple[str, ...], tmp_path: Path, digits_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 32 px: resnet18's last BatchNorm sees 1x1 maps, so one image has one value per channel.
+    args = ["train", "--data", str(digits_dir), "--output-dir", str(tmp_path), *TINY, *sizes]
+    assert main([*args, "--epochs", "1", "--run-id", "one", "--mode", "finetune"]) == 0
+    assert metrics(tmp_path / "one")["num_train"] == int(sizes[1])
 
 
 def test_evaluate_reproduces_the_best_accuracy(
@@ -191,3 +217,20 @@ def test_imagenet_offline_gives_the_fix(tmp_path: Path, digits_dir: Path, run_cl
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "ImageNet weights" in line and "--weights none" in line
+
+
+def test_disk_store_trains_exactly_like_memory(tmp_path: Path, digits_dir: Path) -> None:
+    # The streaming path (decoded images in a cache file, read per batch) gives the same
+    # numbers as the in-memory path for the same seed, augmentation included.
+    base = ["train", "--data", str(digits_dir), "--output-dir", str(tmp_path), *TINY]
+    base += ["--limit", "48", "--epochs", "2", "--mode", "finetune"]
+    cache = tmp_path / "cache"
+    assert main([*base, "--run-id", "mem", "--data-store", "memory"]) == 0
+    assert main([*base, "--run-id", "disk", "--data-store", "disk", "--cache-dir", str(cache)]) == 0
+    assert learning_curve(tmp_path / "disk") == learning_curve(tmp_path / "mem")
+    store = metrics(tmp_path / "disk")["data_store"]
+    assert store["kind"] == "disk" and store["reason"].startswith("--data-store disk")
+    assert len(list(cache.glob("*.u8"))) == 2  # train and val, built once
+    assert metrics(tmp_path / "mem")["data_store"]["kind"] == "memory"
+    env = json.loads((tmp_path / "disk" / "environment.json").read_text())
+    assert env["data_store"]["kind"] == "disk"

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from transfer_learning.data import decode_split, limit_split, load_rgb, make_digits, scan_folder
+from transfer_learning.data import (
+    Batcher,
+    Split,
+    decode_split,
+    limit_split,
+    load_rgb,
+    make_digits,
+    scan_folder,
+)
 from transfer_learning.errors import WorkloadError
 
 
@@ -108,8 +120,6 @@ def test_non_images_are_skipped_and_reported(tmp_path: Path) -> None:
     text.write_text("hello")
     assert load_rgb(corrupt) is None
     assert load_rgb(text) is None
-    from transfer_learning.data import Split
-
     images, targets, skipped = decode_split(Split([good, corrupt, text], [0, 0, 0]), 9, 0)
     assert images.shape == (1, 3, 9, 9)
     assert targets.tolist() == [0]
@@ -126,3 +136,100 @@ def test_make_digits_writes_a_seeded_imagefolder(tmp_path: Path) -> None:
         assert (img.mode, img.size) == ("RGB", (16, 16))
     again = scan_folder(make_digits(tmp_path / "d2", size=16, seed=5))
     assert [p.name for p in again.val.paths] == [p.name for p in data.val.paths]
+
+
+def test_batcher_crops_normalises_and_replays() -> None:
+    batcher = Batcher(8, torch.device("cpu"))
+    images = torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8)
+    val = batcher(images, augment=False)
+    assert val.shape == (5, 3, 8, 8)
+    assert val.is_contiguous()  # CPU: contiguous, which measured faster than channels_last
+    assert batcher(images, augment=False).equal(
+        Batcher(8, torch.device("cpu"), True)(images, False)
+    )
+    assert Batcher(8, torch.device("cpu"), True)(images, False).is_contiguous(
+        memory_format=torch.channels_last
+    )
+    expected = (images[0, 0, 1, 1].float() / 255 - 0.485) / 0.229
+    assert val[0, 0, 0, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+    a = batcher(images, augment=True, generator=torch.Generator().manual_seed(7))
+    b = batcher(images, augment=True, generator=torch.Generator().manual_seed(7))
+    c = batcher(images, augment=True, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_a_decompression_bomb_is_skipped_and_counted(tmp_path: Path) -> None:
+    # 1-bit pixels: 190 million of them (over twice Image.MAX_IMAGE_PIXELS) in a small file.
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (14_000, 13_600)).save(bomb)
+    good = _png(tmp_path / "good.png")
+    assert load_rgb(bomb) is None
+    images, targets, skipped = decode_split(Split([good, bomb], [0, 1]), 8, 0)
+    assert images.shape[0] == 1 and targets.tolist() == [0]
+    assert skipped == [bomb]
+
+
+def _split(root: Path, n: int = 6) -> Split:
+    paths = [_png(root / f"{i}.png", size=12 + i) for i in range(n)]
+    return Split(paths, [i % 2 for i in range(n)])
+
+
+def test_disk_cache_holds_the_same_pixels_and_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transfer_learning import data
+
+    split = _split(tmp_path / "imgs")
+    images, targets, _ = data.decode_split(split, 10, 0)
+    disk, disk_targets, _ = data.decode_split_to_disk(split, 10, 0, tmp_path / "cache")
+    idx = torch.tensor([4, 0, 2])
+    assert torch.equal(disk[idx], images[idx]) and torch.equal(disk_targets, targets)
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == 1
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data, "decoded", no_decoding)
+    again, _, _ = data.decode_split_to_disk(split, 10, 0, tmp_path / "cache")
+    assert torch.equal(again[idx], images[idx])
+
+
+def test_plan_keeps_memory_when_it_fits_else_disk() -> None:
+    from transfer_learning.data import FolderData, plan_store
+    from transfer_learning.memory import Memory
+
+    folder = FolderData(Path("/d"), ["a", "b"], Split([Path("x")] * 100, [0] * 100), Split([], []))
+    side = 256  # image size 224
+    need = 100 * 3 * side * side
+    small = plan_store(folder, 224, None, 0, mem=Memory(need * 4, "cgroup v2 /x/memory.max = 1"))
+    assert small.kind == "memory" and "fits" in small.reason and "memory.max" in small.reason
+    big = plan_store(folder, 224, None, 0, "auto", "/c", Memory(need, "cgroup v1 limit"))
+    assert big.kind == "disk" and "exceeds" in big.reason and big.cache_dir == "/c"
+    assert plan_store(folder, 224, None, 0, "memory", mem=Memory(1, "x")).kind == "memory"
+    assert plan_store(folder, 224, None, 0, "disk", mem=Memory(need * 9, "x")).kind == "disk"
+
+
+def test_workers_send_arrays_not_shared_memory_tensors(tmp_path: Path) -> None:
+    from transfer_learning.data import _DecodeDataset
+
+    # A tensor would come back through /dev/shm, which a big data set fills (then it hangs).
+    item = _DecodeDataset(_split(tmp_path, 1).paths, 8)[0]
+    assert isinstance(item, np.ndarray) and item.shape == (3, 8, 8)
+
+
+def _die_in_worker(self: object, index: int) -> None:
+    if torch.utils.data.get_worker_info() is not None:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+
+
+def test_a_killed_worker_ends_the_run_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transfer_learning import data
+
+    monkeypatch.setattr(data._DecodeDataset, "__getitem__", _die_in_worker)
+    started = time.monotonic()
+    with pytest.raises(WorkloadError, match=r"worker failed .*--workers 0"):
+        data.decode_split(_split(tmp_path), 8, 1)
+    assert time.monotonic() - started < 60

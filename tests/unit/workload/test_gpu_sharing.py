@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from transfer_learning import engine
+from transfer_learning import distributed
 
 
 @pytest.fixture
@@ -35,9 +35,9 @@ def test_two_ranks_on_one_gpu_share_it_over_gloo(
     monkeypatch: pytest.MonkeyPatch, fake_gpus: dict[str, Any]
 ) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    d = engine.init_distributed("cuda")
-    assert fake_gpus["backend"] == "gloo"
-    assert engine.select_device("cuda", d.local_rank) == torch.device("cuda", 0)
+    with distributed.process_group("cuda") as d:
+        assert fake_gpus["backend"] == "gloo"
+        assert distributed.select_device("cuda", d.local_rank) == torch.device("cuda", 0)
     assert fake_gpus["device"] == 0
 
 
@@ -45,6 +45,6 @@ def test_one_gpu_per_rank_keeps_nccl(
     monkeypatch: pytest.MonkeyPatch, fake_gpus: dict[str, Any]
 ) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    d = engine.init_distributed("cuda")
-    assert fake_gpus["backend"] == "nccl"
-    assert engine.select_device("cuda", d.local_rank) == torch.device("cuda", 1)
+    with distributed.process_group("cuda") as d:
+        assert fake_gpus["backend"] == "nccl"
+        assert distributed.select_device("cuda", d.local_rank) == torch.device("cuda", 1)

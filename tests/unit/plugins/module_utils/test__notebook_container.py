@@ -43,6 +43,8 @@ def params(**over: Any) -> dict[str, Any]:
         "interval": 0.5,
         "expect_gpu": "auto",
         "docker_host": None,
+        "allow_public_bind": False,
+        "port_file": None,
     }
     base.update(over)
     return base
@@ -69,6 +71,7 @@ def inspect_of(desired: dict[str, Any], running: bool = True) -> dict[str, Any]:
         ]
     return {
         "Id": "c" * 64,
+        "RestartCount": 0,
         "Image": desired["image"],
         "State": {"Running": running, "Status": "running" if running else "exited"},
         "Config": {
@@ -82,6 +85,8 @@ def inspect_of(desired: dict[str, Any], running: bool = True) -> dict[str, Any]:
             "Binds": [m.removesuffix(":rw") if m.endswith(":rw") else m for m in desired["mounts"]],
             "ShmSize": desired["shm_size"],
             "RestartPolicy": {"Name": desired["restart_policy"], "MaximumRetryCount": 0},
+            "Init": desired["init"],
+            "NetworkMode": desired["network"],
         },
     }
 
@@ -113,6 +118,8 @@ def test_matching_container_needs_no_action() -> None:
         ({"labels": {"io.wyvern.workbench.name": "other"}}, "labels"),
         ({"shm_size": 64 * 1024 * 1024}, "shm_size"),
         ({"restart_policy": "no"}, "restart_policy"),
+        ({"init": False}, "init"),
+        ({"network": "bridge"}, "network"),
     ],
 )
 def test_drift_recreates_and_names_what_changed(change: dict[str, Any], field: str) -> None:
@@ -128,10 +135,19 @@ def test_changed_token_is_drift_but_never_shown() -> None:
     want = desired()
     have = inspect_of(desired(token="old-token-value"))
     result = nc.plan("started", have, want, IMAGE_ATTRS)
-    assert result.drift == ["env"]
+    assert result.drift == ["labels"]  # the token's digest label
     shown = repr(result.before) + repr(result.after)
-    assert "old-token-value" not in shown and want["env"]["JUPYTER_TOKEN"] not in shown
-    assert result.after["env"]["JUPYTER_TOKEN"] == nc.HIDDEN
+    assert "old-token-value" not in shown and "t" * 43 not in shown
+
+
+def test_a_container_with_the_token_in_its_environment_is_recreated_and_masked() -> None:
+    want = desired()
+    have = inspect_of(want)
+    have["Config"]["Env"].append("JUPYTER_TOKEN=old-token-value")
+    result = nc.plan("started", have, want, IMAGE_ATTRS)
+    assert result.drift == ["env"]
+    assert "old-token-value" not in repr(result.before)
+    assert result.before["env"]["JUPYTER_TOKEN"] == nc.HIDDEN
 
 
 def test_values_the_image_sets_are_not_drift() -> None:
@@ -232,7 +248,7 @@ def test_health_waits_until_jupyter_answers() -> None:
     waited = nc.wait_healthy(
         "http://127.0.0.1:1",
         "tok",
-        lambda: "running",
+        lambda: nc.ContainerState("running"),
         10,
         0.5,
         clock,
@@ -246,14 +262,21 @@ def test_health_times_out_with_the_last_status() -> None:
     clock = FakeClock()
     with pytest.raises(nc.NotebookError, match=r"did not answer within 3s \(last status None\)"):
         nc.wait_healthy(
-            "http://x", "tok", lambda: "running", 3, 0.5, clock, clock.sleep, lambda u, t: None
+            "http://x",
+            "tok",
+            lambda: nc.ContainerState("running"),
+            3,
+            0.5,
+            clock,
+            clock.sleep,
+            lambda u, t: None,
         )
     assert clock.now == pytest.approx(103.0)
 
 
 def test_health_stops_when_the_container_exits() -> None:
     clock = FakeClock()
-    states = iter(["running", "exited"])
+    states = iter([nc.ContainerState("running"), nc.ContainerState("exited", exit_code=3)])
     with pytest.raises(nc.NotebookError, match="exited during start"):
         nc.wait_healthy(
             "http://x", "t", lambda: next(states), 60, 0.5, clock, clock.sleep, lambda u, t: None
@@ -265,7 +288,14 @@ def test_health_reports_a_refused_token() -> None:
     clock = FakeClock()
     with pytest.raises(nc.NotebookError, match="refused the token"):
         nc.wait_healthy(
-            "http://x", "t", lambda: "running", 60, 0.5, clock, clock.sleep, lambda u, t: 403
+            "http://x",
+            "t",
+            lambda: nc.ContainerState("running"),
+            60,
+            0.5,
+            clock,
+            clock.sleep,
+            lambda u, t: 403,
         )
 
 
@@ -323,13 +353,15 @@ def fake_client(container_attrs: dict[str, Any] | None) -> mock.MagicMock:
     client = mock.MagicMock()
     image = mock.MagicMock(id=IMAGE_ID, attrs=IMAGE_ATTRS)
     client.images.get.return_value = image
+    client.networks.get.side_effect = NotFound("no such network")
+    client.containers.list.return_value = []
     if container_attrs is None:
         client.containers.get.side_effect = NotFound("no such container")
     else:
         client.containers.get.return_value = mock.MagicMock(
             id=container_attrs["Id"], attrs=container_attrs
         )
-    created = mock.MagicMock(id="d" * 64, status="running")
+    created = mock.MagicMock(id="d" * 64, status="running", attrs={"RestartCount": 0})
     created.exec_run.return_value = (
         0,
         b'{"torch": "2.14.1+cu130", "torchvision": "0.29.1+cu130", "cuda": "13.0", '
@@ -360,9 +392,10 @@ def runner(
 def test_check_mode_plans_without_side_effects(tmp_path: Path) -> None:
     client = fake_client(None)
     result = runner(client, check_mode=True, token_file=str(tmp_path / "token")).run()
-    assert result.changed and result.actions == ["create", "start"]
+    assert result.changed and result.actions == ["create-network", "create", "start"]
     client.containers.create.assert_not_called()
-    assert not (tmp_path / "token").exists()
+    client.networks.create.assert_not_called()
+    assert not (tmp_path / "token").exists() and not (tmp_path / "token.d").exists()
 
 
 def test_start_creates_runs_and_probes(tmp_path: Path) -> None:
@@ -371,6 +404,9 @@ def test_start_creates_runs_and_probes(tmp_path: Path) -> None:
     kwargs = client.containers.create.call_args.kwargs
     assert kwargs["ports"] == {"8888/tcp": ("127.0.0.1", 18888)}
     assert kwargs["environment"]["WORKBENCH_IMAGE_ID"] == IMAGE_ID
+    assert kwargs["environment"]["JUPYTER_TOKEN_FILE"] == "/run/secrets/jupyter_token"
+    assert "JUPYTER_TOKEN" not in kwargs["environment"]
+    assert kwargs["init"] is True and kwargs["network"] == "wyvern-test-module-unit-net"
     assert kwargs["device_requests"][0]["Count"] == -1
     assert result.url == "http://127.0.0.1:18888"
     assert result.probe["torch"] == "2.14.1+cu130" and result.probe["cuda_available"] is False

@@ -1,4 +1,4 @@
-"""Engine pieces that need no data: device choice, config checks, batches, run ids."""
+"""Pieces of a run that need no data: config checks and defaults, device choice, run ids."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import time
 
 import pytest
 import torch
-from transfer_learning.engine import Batcher, TrainConfig, new_run_id, select_device, validate
+from transfer_learning.config import TrainConfig, new_run_id, validate
+from transfer_learning.distributed import select_device
 from transfer_learning.errors import WorkloadError
 
 
@@ -26,6 +27,9 @@ def test_cuda_without_a_gpu_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None
         ({"batch_size": 0}, "--batch-size"),
         ({"limit": 1}, "--limit"),
         ({"device": "tpu"}, "--device"),
+        ({"gamma": -5}, "--gamma"),
+        ({"gamma": 0}, "--gamma"),
+        ({"step_size": 0}, "--step-size"),
     ],
 )
 def test_validate_names_the_option(change: dict, message: str) -> None:
@@ -46,18 +50,3 @@ def test_run_ids_sort_by_time() -> None:
     second = new_run_id()
     assert first < second
     assert "/" not in first
-
-
-def test_batcher_crops_normalises_and_replays() -> None:
-    batcher = Batcher(TrainConfig(data="x", image_size=8), torch.device("cpu"))
-    images = torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8)
-    val = batcher(images, augment=False)
-    assert val.shape == (5, 3, 8, 8)
-    assert val.is_contiguous(memory_format=torch.channels_last)
-    expected = (images[0, 0, 1, 1].float() / 255 - 0.485) / 0.229
-    assert val[0, 0, 0, 0].item() == pytest.approx(expected.item(), rel=1e-5)
-    a = batcher(images, augment=True, generator=torch.Generator().manual_seed(7))
-    b = batcher(images, augment=True, generator=torch.Generator().manual_seed(7))
-    c = batcher(images, augment=True, generator=torch.Generator().manual_seed(8))
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)

@@ -1,0 +1,103 @@
+"""SIGTERM, SIGINT and SIGUSR1 mid-epoch: a checkpoint from which --resume continues exactly."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.workload.conftest import TINY, RunCli, _env, learning_curve, metrics
+
+# 48 train images in batches of 2: 24 steps an epoch, so a signal lands inside one.
+ARGS = [*TINY, "--seed", "3", "--epochs", "2", "--batch-size", "2", "--limit", "48"]
+STEPS = 24
+
+
+def _train(data: Path, out: Path, run_id: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "transfer_learning", "train", "--data", str(data)]
+    command += ["--output-dir", str(out), "--run-id", run_id, *ARGS]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(None)
+    )
+
+
+def _signal_in_epoch_two(proc: subprocess.Popen[str], sig: int) -> list[str]:
+    """Wait for epoch 1's line, then signal a quarter into epoch 2 (timed from epoch 1).
+
+    Evaluation takes about a quarter of an epoch here, so this lands in epoch 2's training
+    even when epoch 2 runs faster than epoch 1 (which also warms up)."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1/2"):
+            seconds = float(re.search(r"([0-9.]+)s$", line.strip()).group(1))  # type: ignore[union-attr]
+            time.sleep(0.25 * seconds)
+            proc.send_signal(sig)
+            return lines
+    raise AssertionError(f"no epoch line: {lines} {proc.stderr.read() if proc.stderr else ''}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path, run_cli: RunCli) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    result = run_cli("train", "--data", str(digits_dir), "--output-dir", str(out), *ARGS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def _resume(run_cli: RunCli, data: Path, out: Path, run_id: str, step: int) -> None:
+    result = run_cli("train", "--data", str(data), "--output-dir", str(out), *ARGS, "--resume")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming in epoch 2 after step {step}" in result.stdout
+    assert f"run {run_id}" in result.stdout  # no --run-id: the newest checkpoint
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_saves_the_step_and_resume_is_exact(
+    sig: int, reference: Path, tmp_path: Path, digits_dir: Path, run_cli: RunCli
+) -> None:
+    proc = _train(digits_dir, tmp_path, "stopped")
+    _signal_in_epoch_two(proc, sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr[-2000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    name = signal.Signals(sig).name
+    match = re.fullmatch(
+        rf"stopped by {name} in epoch 2 after step (\d+) of {STEPS}: checkpoint saved to "
+        rf"\S+/stopped/checkpoint.pt; continue with --resume --run-id stopped .*",
+        last,
+    )
+    assert match, last
+    step = int(match.group(1))
+    assert 0 < step < STEPS
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+
+    _resume(run_cli, digits_dir, tmp_path, "stopped", step)
+    # Bit-identical to the run nobody interrupted: every loss, accuracy and rate.
+    assert learning_curve(tmp_path / "stopped") == learning_curve(reference)
+    assert metrics(tmp_path / "stopped")["best_val_acc"] == metrics(reference)["best_val_acc"]
+
+
+def test_sigusr1_checkpoints_and_goes_on(
+    reference: Path, tmp_path: Path, digits_dir: Path, run_cli: RunCli
+) -> None:
+    proc = _train(digits_dir, tmp_path, "spot")
+    _signal_in_epoch_two(proc, signal.SIGUSR1)
+    assert proc.stdout is not None
+    line = next((line for line in proc.stdout if line.startswith("checkpoint saved")), "")
+    assert line, "no 'checkpoint saved' line after SIGUSR1"
+    step = int(re.search(r"after step (\d+) of", line).group(1))  # type: ignore[union-attr]
+    proc.kill()  # then the machine goes away without another word (a spot reclaim)
+    proc.communicate(timeout=60)
+    assert 0 < step < STEPS, line
+
+    _resume(run_cli, digits_dir, tmp_path, "spot", step)
+    assert learning_curve(tmp_path / "spot") == learning_curve(reference)

@@ -1,0 +1,25 @@
+"""Trainer pieces that need no training: batches, the newest run to resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transfer_learning.trainer import _latest_resumable, train_batches
+
+
+def test_a_last_batch_of_one_joins_the_one_before() -> None:
+    sizes = [len(b) for b in train_batches(torch.arange(33), 16)]
+    assert sizes == [16, 17]
+    assert [len(b) for b in train_batches(torch.arange(32), 16)] == [16, 16]
+    assert [len(b) for b in train_batches(torch.arange(3), 1)] == [1, 1, 1]
+    assert torch.equal(torch.cat(train_batches(torch.arange(33), 16)), torch.arange(33))
+
+
+def test_resume_picks_the_newest_checkpoint_not_the_last_name(tmp_path: Path) -> None:
+    for name, mtime in (("zz-old", 1_000_000), ("aa-new", 2_000_000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint.pt").write_bytes(b"")
+        os.utime(tmp_path / name / "checkpoint.pt", (mtime, mtime))
+    assert _latest_resumable(tmp_path) == "aa-new"

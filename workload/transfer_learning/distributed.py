@@ -1,0 +1,98 @@
+"""The device and the torchrun process group: joined once, left on every exit path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from transfer_learning.errors import WorkloadError
+
+
+@dataclass
+class Dist:
+    """This process's place in the group; world 1 when not launched by torchrun."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, values: list[int]) -> list[int]:
+        """Every rank's list, concatenated in rank order."""
+        if self.world == 1:
+            return values
+        parts: list[list[int]] = [[] for _ in range(self.world)]
+        dist.all_gather_object(parts, values)
+        return [v for part in parts for v in part]
+
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    @property
+    def backend(self) -> str | None:
+        return str(dist.get_backend()) if self.world > 1 else None
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """Pick the device once; asking for CUDA where there is none is an error, not a CPU run."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WorkloadError("--device cuda was asked for but no CUDA device is available")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        # More processes than GPUs (torchrun --nproc-per-node 2 on one GPU): ranks share them.
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+@contextmanager
+def process_group(device_name: str) -> Iterator[Dist]:
+    """Join the torchrun group when launched by torchrun (NCCL with a GPU per process, gloo
+    on CPU or when processes share a GPU); leave it.
+
+    The group is destroyed on the way out, errors included, so a notebook can train twice and
+    a failed rank does not leave the others waiting in a collective at exit.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield Dist()
+        return
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    # NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): with more processes on
+    # this node than GPUs, the ranks share the GPUs and talk over gloo instead.
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    nccl = use_cuda and local_world <= torch.cuda.device_count()
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
+    try:
+        yield Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+    finally:
+        if owned and dist.is_initialized():
+            dist.destroy_process_group()
