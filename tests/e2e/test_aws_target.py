@@ -43,7 +43,9 @@ SMALL_RUN = {"run_epochs": 1, "run_image_size": 16, "run_limit": 40}
 def name(docker_client) -> Iterator[str]:
     """A workbench name of this run's own: a new container and host directory (the notebook
     role's /var/lib/wyvern/<name>), so nothing an earlier run left can look done."""
-    workbench = f"wb-e2e-aws-{secrets.token_hex(3)}"
+    # Short: the tunnel's ControlMaster socket, ~/.ssh/wyvern-<name>.ctl plus ssh's random
+    # suffix, must fit a Unix socket path (108 bytes) under pytest's tmp HOME.
+    workbench = f"wbaws-{secrets.token_hex(2)}"
     yield workbench
     with contextlib.suppress(docker.errors.NotFound):
         docker_client.containers.get(workbench).remove(force=True)
