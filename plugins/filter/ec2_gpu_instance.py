@@ -1,9 +1,16 @@
-"""Filters for the ec2_gpu_instance role: SSH source address, SSH config entry, cost receipt."""
+"""Filters for the ec2_gpu_instance role and the aws_ec2 inventory.
+
+SSH source address, the connection settings (one definition for the role's add_host, the
+per-workbench connection file and the dynamic inventory), SSH config entry, cost receipt.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
@@ -122,10 +129,157 @@ def ssh_config_entry(
     return "\n".join(lines) + "\n"
 
 
+def ec2_ami_login_user(ami_name: Any, users: dict[str, str], given: Any = "") -> str:
+    """The login user of an AMI: ``given`` when set, else by the first word of ``users``
+    (in its order) that the AMI's name contains, case-insensitively; "" when none does."""
+    if given:
+        return str(given)
+    name = str(ami_name or "").lower()
+    return next((user for word, user in users.items() if str(word).lower() in name), "")
+
+
+def ec2_gpu_summary(gpu_info: Any) -> str:
+    """An instance type's GPUs as "1 x T4" (DescribeInstanceTypes' gpu_info, snake case)."""
+    gpus = (gpu_info or {}).get("gpus", []) if isinstance(gpu_info, dict) else []
+    return ", ".join(f"{gpu.get('count', 1)} x {gpu.get('name', '?')}" for gpu in gpus) or "none"
+
+
+def ec2_teardown_receipt(
+    instances: list[dict[str, Any]],
+    prices: dict[str, Any],
+    price_source: str,
+    now: Any = None,
+) -> list[dict[str, Any]]:
+    """One receipt line per instance about to be terminated (ec2_instance_info's records)."""
+    return [
+        {
+            "instance_id": inst["instance_id"],
+            "instance_type": inst["instance_type"],
+            "launch_time": inst["launch_time"],
+            "price_source": price_source,
+            **ec2_receipt(inst["launch_time"], (prices or {}).get(inst["instance_type"]), now),
+        }
+        for inst in instances
+    ]
+
+
+def ec2_receipt_text(receipt: list[dict[str, Any]], workbench: str) -> str:
+    """What teardown says it cost: one sentence per instance, or that nothing ran."""
+    if not receipt:
+        return f"Nothing was running for workbench {workbench}."
+    sentences = []
+    for line in receipt:
+        if line.get("estimated_cost") is None:
+            cost = "cost unknown (no price for this type)"
+        else:
+            cost = (
+                f"about {line['estimated_cost']} USD at {line['hourly_price']} USD/hour"
+                f" ({line['price_source']})"
+            )
+        sentences.append(
+            f"{line['instance_id']} ({line['instance_type']}) ran {line['uptime']}: {cost}."
+        )
+    return " ".join(sentences)
+
+
+# The file the role writes into the workbench's config directory on every `present` and
+# deletes on `absent`; the dynamic inventory reads it.
+CONNECTION_FILE = "connection.json"
+# Connection settings for an instance that has no connection file (provisioned before it
+# existed, or from another machine): the role's defaults.
+_DEFAULT_SSH_USER = "ubuntu"
+_DEFAULT_PYTHON = "/usr/bin/python3"
+
+
+def ec2_gpu_instance_config_dir(workbench: Any) -> str:
+    """The workbench's own directory: $XDG_CONFIG_HOME (or ~/.config)/wyvern/<workbench>.
+
+    It depends on the workbench name alone, so the inventory finds it without knowing where
+    ec2_gpu_instance_key_path points.
+    """
+    name = str(workbench).strip()
+    if not name or "/" in name or name in (".", ".."):
+        raise AnsibleFilterError(f"workbench name {workbench!r} cannot name a directory")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.environ.get("HOME", "~"), ".config")
+    return os.path.join(base, "wyvern", name)
+
+
+def ec2_gpu_instance_connection_file(workbench: Any) -> str:
+    """The workbench's connection file, in its config directory."""
+    return os.path.join(ec2_gpu_instance_config_dir(workbench), CONNECTION_FILE)
+
+
+def ec2_gpu_instance_connection(
+    key_path: Any,
+    ssh_user: Any,
+    host_key: Any,
+    host_key_alias: Any,
+    python_interpreter: Any = _DEFAULT_PYTHON,
+) -> dict[str, str]:
+    """The host variables that reach a workbench instance over SSH.
+
+    The host key is looked up in the known_hosts beside the private key, under the
+    instance's name (HostKeyAlias), never in ~/.ssh/known_hosts; strictly when the role gave
+    the instance its host key (``host_key=generated``), trust on first use otherwise.
+    """
+    key = str(key_path)
+    known_hosts = os.path.join(os.path.dirname(key), "known_hosts")
+    strict = "yes" if str(host_key) == "generated" else "accept-new"
+    return {
+        "ansible_user": str(ssh_user),
+        "ansible_ssh_private_key_file": key,
+        "ansible_ssh_common_args": (
+            f"-o StrictHostKeyChecking={strict} -o UserKnownHostsFile={known_hosts}"
+            f" -o HostKeyAlias={host_key_alias} -o IdentitiesOnly=yes"
+        ),
+        "ansible_python_interpreter": str(python_interpreter),
+        "known_hosts": known_hosts,
+        "host_key_alias": str(host_key_alias),
+    }
+
+
+def ec2_gpu_instance_saved_connection(
+    tags: dict[str, Any], instance_id: Any = ""
+) -> dict[str, str]:
+    """The connection settings the role recorded for the instance with these tags.
+
+    Read from the workbench's connection file when it was written for this owner and
+    instance name; otherwise (provisioned elsewhere, or before the file existed) the role's
+    defaults for that workbench, with the login user and host key mode from the tags.
+    """
+    workbench = tags.get("workbench:name", "")
+    alias = str(tags.get("Name") or instance_id)
+    path = Path(ec2_gpu_instance_connection_file(workbench))
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if (
+        isinstance(saved, dict)
+        and saved.get("owner") == tags.get("workbench:owner")
+        and saved.get("host_key_alias") == alias
+    ):
+        return {key: str(value) for key, value in saved.items() if key != "owner"}
+    return ec2_gpu_instance_connection(
+        os.path.join(ec2_gpu_instance_config_dir(workbench), "id_ed25519"),
+        tags.get("workbench:ssh_user") or _DEFAULT_SSH_USER,
+        tags.get("workbench:host_key") or "first_use",
+        alias,
+    )
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "ssh_cidr": ssh_cidr,
             "ec2_receipt": ec2_receipt,
+            "ec2_teardown_receipt": ec2_teardown_receipt,
+            "ec2_receipt_text": ec2_receipt_text,
+            "ec2_ami_login_user": ec2_ami_login_user,
+            "ec2_gpu_summary": ec2_gpu_summary,
             "ssh_config_entry": ssh_config_entry,
+            "ec2_gpu_instance_config_dir": ec2_gpu_instance_config_dir,
+            "ec2_gpu_instance_connection_file": ec2_gpu_instance_connection_file,
+            "ec2_gpu_instance_connection": ec2_gpu_instance_connection,
+            "ec2_gpu_instance_saved_connection": ec2_gpu_instance_saved_connection,
         }

@@ -78,23 +78,34 @@ with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing SDK
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+
+# As amazon.aws's own describe helpers do: a paginator takes no aws_retry, so the whole
+# walk over the pages is retried, with jittered backoff, on throttling and other
+# transient errors (RequestLimitExceeded, Throttling, 5xx...).
+@AWSRetry.jittered_backoff()
+def _all_pages(client, operation: str, **params) -> dict:
+    return client.get_paginator(operation).paginate(**params).build_full_result()
 
 
 def describe_types(client, names: list[str]) -> list[dict]:
     # A filter (not InstanceTypes=) so that an unknown name is simply absent, not an error.
-    paginator = client.get_paginator("describe_instance_types")
-    pages = paginator.paginate(Filters=[{"Name": "instance-type", "Values": names}])
-    return pages.build_full_result().get("InstanceTypes", [])
+    pages = _all_pages(
+        client, "describe_instance_types", Filters=[{"Name": "instance-type", "Values": names}]
+    )
+    return pages.get("InstanceTypes", [])
 
 
 def describe_offered_zones(client, names: list[str]) -> dict[str, list[str]]:
-    paginator = client.get_paginator("describe_instance_type_offerings")
-    pages = paginator.paginate(
+    pages = _all_pages(
+        client,
+        "describe_instance_type_offerings",
         LocationType="availability-zone",
         Filters=[{"Name": "instance-type", "Values": names}],
     )
     zones: dict[str, set[str]] = {name: set() for name in names}
-    for offering in pages.build_full_result().get("InstanceTypeOfferings", []):
+    for offering in pages.get("InstanceTypeOfferings", []):
         zones.setdefault(offering["InstanceType"], set()).add(offering["Location"])
     return {name: sorted(found) for name, found in zones.items()}
 

@@ -6,26 +6,50 @@ real sshd that boots as the instance would: at the public address EC2 gave the i
 Nothing overrides the connection: Ansible, rsync, ssh and the tunnel reach it through the
 inventory and the SSH config entry, and check its host key against the workbench's own
 known_hosts, as they do for a real instance.
+
+What the local end-to-end test covers (the notebook's run, its idempotence, the image) and
+what tests/integration/ec2 covers against moto (the role's second run changing nothing,
+the SSH alias, the receipt's figures) is not repeated here: this test holds the wiring of
+the aws target together, with a workbench name of its own per run and a small run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import pwd
+import secrets
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 import requests
 
-from tests.support.moto import free_port
-from tests.support.playbook import forget_host_outputs, run_playbook
+from tests.support.outputs import host_notebook_home, run_outputs_dir
+from tests.support.playbook import run_playbook
+from tests.support.ports import reserved_port
 from tests.support.sshd import StandInInstance
 
-NAME = "wb-e2e-aws"
-TAG_FILTER = [{"Name": "tag:workbench:name", "Values": [NAME]}]
+# The notebook's run: the local end-to-end test covers the model; this one the fetch.
+SMALL_RUN = {"run_epochs": 1, "run_image_size": 16, "run_limit": 40}
+
+
+@pytest.fixture
+def name(docker_client) -> Iterator[str]:
+    """A workbench name of this run's own: a new container and host directory (the notebook
+    role's /var/lib/wyvern/<name>), so nothing an earlier run left can look done."""
+    # Short: the tunnel's ControlMaster socket, ~/.ssh/wyvern-<name>.ctl plus ssh's random
+    # suffix, must fit a Unix socket path (108 bytes) under pytest's tmp HOME.
+    workbench = f"wbaws-{secrets.token_hex(2)}"
+    yield workbench
+    with contextlib.suppress(docker.errors.NotFound):
+        docker_client.containers.get(workbench).remove(force=True)
+    shutil.rmtree(host_notebook_home(workbench), ignore_errors=True)
 
 
 @pytest.fixture
@@ -36,26 +60,27 @@ def aws_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def instance_key(aws_home: Path) -> Path:
+def instance_key(aws_home: Path, name: str) -> Path:
     # Made before provisioning, so that the stand-in sshd already trusts it; the role
     # finds it and imports only its public half.
-    key = aws_home / ".config" / "wyvern" / NAME / "id_ed25519"
+    key = aws_home / ".config" / "wyvern" / name / "id_ed25519"
     key.parent.mkdir(parents=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     return key
 
 
-def tagged_resources(ec2) -> dict[str, list]:
+def tagged_resources(ec2, name: str) -> dict[str, list]:
+    tag_filter = [{"Name": "tag:workbench:name", "Values": [name]}]
     instances = [
         i["InstanceId"]
-        for r in ec2.describe_instances(Filters=TAG_FILTER)["Reservations"]
+        for r in ec2.describe_instances(Filters=tag_filter)["Reservations"]
         for i in r["Instances"]
         if i["State"]["Name"] != "terminated"
     ]
     groups = [
-        g["GroupId"] for g in ec2.describe_security_groups(Filters=TAG_FILTER)["SecurityGroups"]
+        g["GroupId"] for g in ec2.describe_security_groups(Filters=tag_filter)["SecurityGroups"]
     ]
-    keys = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if NAME in k["KeyName"]]
+    keys = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if name in k["KeyName"]]
     return {"instances": instances, "security_groups": groups, "key_pairs": keys}
 
 
@@ -82,9 +107,16 @@ def _changed_tasks(output: str) -> list[str]:
 
 
 def test_aws_target_lifecycle(
-    repo_root, ansible_env, moto, docker_client, aws_home, instance_key, tmp_path
+    repo_root,
+    ansible_env,
+    moto,
+    docker_client,
+    notebook_image: str,  # built once per content, under the image lock, before any play
+    name: str,
+    aws_home,
+    instance_key,
+    tmp_path,
 ) -> None:
-    forget_host_outputs(NAME)
     env = {
         **{k: v for k, v in ansible_env.items() if k != "ANSIBLE_HOST_KEY_CHECKING"},
         **moto.env,
@@ -92,21 +124,22 @@ def test_aws_target_lifecycle(
         "XDG_CONFIG_HOME": str(aws_home / ".config"),
     }
     outputs = tmp_path / "outputs"
-    notebook_port = free_port()
-    tunnel_port = free_port()
+    ports = contextlib.ExitStack()
+    notebook_port = ports.enter_context(reserved_port())
+    tunnel_port = ports.enter_context(reserved_port())
     ec2 = moto.client("ec2")
     ssh_config = aws_home / ".ssh" / "config"
     # Another workbench of the same owner has its entry in the SSH config already.
     ssh_config.write_text(OTHER_ENTRY)
     ssh_config.chmod(0o600)
-    known_hosts = aws_home / ".config" / "wyvern" / NAME / "known_hosts"
-    alias = f"wyvern-{NAME}-{env.get('USER') or 'workbench'}"
+    known_hosts = aws_home / ".config" / "wyvern" / name / "known_hosts"
+    alias = f"wyvern-{name}-{env.get('USER') or 'workbench'}"
 
-    stand_in = StandInInstance(ec2, NAME, tmp_path / "sshd", instance_key.with_suffix(".pub"))
-    with stand_in:
+    stand_in = StandInInstance(ec2, name, tmp_path / "sshd", instance_key.with_suffix(".pub"))
+    with ports, stand_in:
         extra = {
             "workbench_target": "aws",
-            "workbench_name": NAME,
+            "workbench_name": name,
             "workbench_outputs_dir": str(outputs),
             "ec2_gpu_instance_ssh_cidr": "203.0.113.7/32",
             # The stand-in's login user (the AMI's would be ubuntu); tagged on the instance
@@ -120,7 +153,7 @@ def test_aws_target_lifecycle(
         assert site.rc == 0, site.tail(80)
         sshd = stand_in.server
         assert sshd is not None and sshd.port == 22
-        resources = tagged_resources(ec2)
+        resources = tagged_resources(ec2, name)
         assert len(resources["instances"]) == 1 and resources["security_groups"], resources
         (instance,) = [
             i
@@ -132,14 +165,14 @@ def test_aws_target_lifecycle(
         assert known_hosts.read_text() == f"{alias} {sshd.host_key}\n"
         config = ssh_config.read_text()
         assert OTHER_ENTRY in config
-        entry = config.split(f"Host {NAME}\n", 1)[1].split("# END", 1)[0]
+        entry = config.split(f"Host {name}\n", 1)[1].split("# END", 1)[0]
         assert f"HostName {instance['PublicIpAddress']}" in entry
         assert f"UserKnownHostsFile {known_hosts}" in entry
         assert f"HostKeyAlias {alias}" in entry
         assert "StrictHostKeyChecking yes" in entry
         # `ssh <name>` as the user types it, checked against that known_hosts only.
         probe = subprocess.run(
-            ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", NAME, "echo", "reached"],
+            ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", name, "echo", "reached"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -154,13 +187,8 @@ def test_aws_target_lifecycle(
         # The price as the playbooks print it: at launch and in the report.
         assert "about 0.526 USD/hour until `teardown`" in _flat(site.output), site.tail(80)
         assert "about 0.526 USD/hour while it runs" in _flat(site.output), site.tail(80)
-        assert f"ssh -N -L {notebook_port}:127.0.0.1:{notebook_port} {NAME}" in site.output
-        assert docker_client.containers.get(NAME).status == "running"
-
-        again = run_playbook(repo_root, "site.yml", env, extra)
-        assert again.rc == 0, again.tail(80)
-        assert again.changed == 0, _changed_tasks(again.output)
-        assert tagged_resources(ec2)["instances"] == resources["instances"]
+        assert f"ssh -N -L {notebook_port}:127.0.0.1:{notebook_port} {name}" in site.output
+        assert docker_client.containers.get(name).status == "running"
 
         tunnel_vars = {
             **extra,
@@ -183,11 +211,10 @@ def test_aws_target_lifecycle(
             requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=5)
 
         inventory = ["inventory/aws_ec2.yml"]
-        tiny = {"run_epochs": 1, "run_image_size": 32, "run_limit": 200}
-        run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **tiny}, inventory)
+        run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **SMALL_RUN}, inventory)
         assert run.rc == 0, run.tail(80)
-        (host_dir,) = outputs.iterdir()  # named after the instance's Name tag
-        (run_dir,) = (host_dir / NAME).iterdir()  # keyed by host and workbench
+        # Keyed by the inventory host (the instance's Name tag) and the workbench.
+        (run_dir,) = run_outputs_dir(outputs, alias, name).iterdir()
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"]
 
         # Teardown closes a tunnel that is open (the user forgot it).
@@ -197,12 +224,16 @@ def test_aws_target_lifecycle(
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down.rc == 0, down.tail(80)
-        assert not (ssh_config.parent / f"wyvern-{NAME}.ctl").exists()
+        assert not (ssh_config.parent / f"wyvern-{name}.ctl").exists()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=5)
-        assert tagged_resources(ec2) == {"instances": [], "security_groups": [], "key_pairs": []}
+        assert tagged_resources(ec2, name) == {
+            "instances": [],
+            "security_groups": [],
+            "key_pairs": [],
+        }
         config = ssh_config.read_text()
-        assert f"Host {NAME}" not in config
+        assert f"Host {name}" not in config
         assert OTHER_ENTRY in config, "the other workbench's entry stays"
         # The receipt as teardown prints it.
         assert f"{instance['InstanceId']} (g4dn.xlarge) ran" in _flat(down.output), down.tail(80)
@@ -213,4 +244,4 @@ def test_aws_target_lifecycle(
         assert down_again.rc == 0, down_again.tail(80)
         assert down_again.changed == 0, _changed_tasks(down_again.output)
         assert (run_dir / "metrics.json").exists()
-        assert NAME not in {c.name for c in docker_client.containers.list(all=True)}
+        assert name not in {c.name for c in docker_client.containers.list(all=True)}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import requests
 
+from tests.support.ports import reserved_port
+
 # Images that moto serves for AMI lookups, in the shape of AWS's describe_images.
 AMIS_FILE = Path(__file__).with_name("moto_amis.json")
 
@@ -70,7 +72,11 @@ def moto_server(amis_file: Path = AMIS_FILE, log_dir: Path | None = None) -> Ite
     The server logs every request; in a pipe that nobody reads it would block after about
     64 KiB of log, and every later AWS call with it.
     """
-    port = free_port()
+    with reserved_port() as port:  # held while the server runs: no other test takes it
+        yield from _moto_server(port, amis_file, log_dir)
+
+
+def _moto_server(port: int, amis_file: Path, log_dir: Path | None) -> Iterator[MotoServer]:
     env = {**os.environ, **FAKE_CREDENTIALS}
     if amis_file.exists():
         # Read once at start-up, so it must be in the server's environment.

@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.moto import free_port
+from tests.support.ports import reserved_port
 
 SSHD = "/usr/sbin/sshd"
 
@@ -93,7 +93,15 @@ def ssh_server(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True
         )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    port = port or free_port()
+    with ExitStack() as stack:
+        # A reserved port, held while the server runs, unless the caller chose one.
+        port = port or stack.enter_context(reserved_port())
+        yield from _serve(workdir, authorized_key, host_key, port, address, sudo)
+
+
+def _serve(
+    workdir: Path, authorized_key: Path, host_key: Path, port: int, address: str, sudo: bool
+) -> Iterator[SshServer]:
     log = workdir / "sshd.log"
     config = workdir / "sshd_config"
     session_env = ""

@@ -171,6 +171,25 @@ def test_present_gives_the_instance_a_host_key_known_before_it_boots(scenario: S
     assert f"HostKeyAlias=wyvern-workbench-{OWNER}" in args
 
 
+def test_present_writes_the_ssh_alias_for_the_instance(scenario: Scenario) -> None:
+    # `ssh workbench` reaches the instance with the workbench's key, checking its host key
+    # in the workbench's own known_hosts under the instance's name.
+    inst = _instance(scenario.ec2)
+    config = (scenario.home / ".ssh/config").read_text()
+    assert "# BEGIN wyvern workbench workbench\nHost workbench\n" in config, config
+    entry = config.split("Host workbench\n", 1)[1].split("# END", 1)[0]
+    known_hosts = scenario.key_path.parent / "known_hosts"
+    for line in (
+        f"HostName {inst['PublicIpAddress']}",
+        "User ubuntu",
+        f"IdentityFile {scenario.key_path}",
+        f"UserKnownHostsFile {known_hosts}",
+        f"HostKeyAlias wyvern-workbench-{OWNER}",
+        "StrictHostKeyChecking yes",
+    ):
+        assert f"  {line}\n" in entry, entry
+
+
 def test_second_present_changes_nothing_and_waits_for_ssh(
     scenario: Scenario, tmp_path: Path
 ) -> None:
@@ -391,6 +410,10 @@ def test_absent_leaves_nothing_tagged_and_prints_a_receipt(scenario: Scenario) -
         KeyName=f"wyvern-exp1-{OWNER}",
         TagSpecifications=[{"ResourceType": "key-pair", "Tags": exp1_tags}],
     )["KeyName"]
+    # Another workbench's SSH alias stays when this one's goes.
+    ssh_config = scenario.home / ".ssh/config"
+    other = "# BEGIN wyvern workbench exp1\nHost exp1\n  HostName 192.0.2.1\n# END wyvern workbench exp1\n"
+    ssh_config.write_text(other + ssh_config.read_text())
     exp1_dir = scenario.key_path.parent.parent / "exp1"
     exp1_dir.mkdir()
     for name in ("id_ed25519", "known_hosts", "ssh_host_ed25519_key"):
@@ -417,6 +440,7 @@ def test_absent_leaves_nothing_tagged_and_prints_a_receipt(scenario: Scenario) -
     assert scenario.key_path.exists(), "the local key is kept unless asked"
     assert not (scenario.key_path.parent / "known_hosts").exists(), "host keys are forgotten"
     assert not (scenario.key_path.parent / "ssh_host_ed25519_key").exists()
+    assert ssh_config.read_text() == other, "this workbench's alias goes, the other stays"
 
     ec2.delete_key_pair(KeyName=foreign)
     again = run_role(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,19 @@ def test_receipt_rejects_a_time_it_cannot_read() -> None:
 
 
 def test_filters_are_registered_under_their_names() -> None:
-    assert set(filters.FilterModule().filters()) == {"ssh_cidr", "ec2_receipt", "ssh_config_entry"}
+    assert set(filters.FilterModule().filters()) == {
+        "ssh_cidr",
+        "ec2_receipt",
+        "ec2_teardown_receipt",
+        "ec2_receipt_text",
+        "ec2_ami_login_user",
+        "ec2_gpu_summary",
+        "ssh_config_entry",
+        "ec2_gpu_instance_config_dir",
+        "ec2_gpu_instance_connection_file",
+        "ec2_gpu_instance_connection",
+        "ec2_gpu_instance_saved_connection",
+    }
 
 
 ENTRY = {
@@ -129,3 +142,125 @@ def test_ssh_config_entry_quotes_paths_with_spaces_and_keeps_the_port() -> None:
 def test_ssh_config_entry_refuses_values_that_would_inject_options(field: str, value: str) -> None:
     with pytest.raises(AnsibleFilterError, match="SSH config"):
         filters.ssh_config_entry(**{**ENTRY, field: value})
+
+
+def test_connection_checks_the_host_key_beside_the_key_under_the_instance_name() -> None:
+    conn = filters.ec2_gpu_instance_connection(
+        "/keys/exp1/id_ed25519", "ubuntu", "generated", "wyvern-exp1-me", "/usr/bin/python3"
+    )
+    assert conn["ansible_ssh_private_key_file"] == "/keys/exp1/id_ed25519"
+    assert conn["known_hosts"] == "/keys/exp1/known_hosts"
+    assert conn["ansible_ssh_common_args"] == (
+        "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/keys/exp1/known_hosts"
+        " -o HostKeyAlias=wyvern-exp1-me -o IdentitiesOnly=yes"
+    )
+    first_use = filters.ec2_gpu_instance_connection("/k/id", "admin", "first_use", "h")
+    assert "StrictHostKeyChecking=accept-new" in first_use["ansible_ssh_common_args"]
+
+
+TAGS = {"workbench:name": "exp1", "workbench:owner": "me", "Name": "wyvern-exp1-me"}
+
+
+def test_saved_connection_reads_what_the_role_recorded(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    recorded = filters.ec2_gpu_instance_connection(
+        "/elsewhere/id_ed25519", "ubuntu", "generated", "wyvern-exp1-me"
+    )
+    path = Path(filters.ec2_gpu_instance_connection_file("exp1"))
+    assert path == tmp_path / "wyvern/exp1/connection.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**recorded, "owner": "me"}))
+    assert filters.ec2_gpu_instance_saved_connection(TAGS, "i-1") == recorded
+
+
+@pytest.mark.parametrize("recorded_for", ["nobody", "missing"])
+def test_saved_connection_falls_back_to_the_default_layout(
+    tmp_path, monkeypatch, recorded_for: str
+) -> None:
+    # Another owner's workbench of the same name, or one provisioned elsewhere: the role's
+    # defaults, with the login user and host key mode from the instance's tags.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    if recorded_for != "missing":
+        path = Path(filters.ec2_gpu_instance_connection_file("exp1"))
+        path.parent.mkdir(parents=True)
+        recorded = filters.ec2_gpu_instance_connection("/elsewhere/id", "u", "generated", "x")
+        path.write_text(json.dumps({**recorded, "owner": recorded_for}))
+    conn = filters.ec2_gpu_instance_saved_connection(
+        {**TAGS, "workbench:ssh_user": "admin", "workbench:host_key": "generated"}, "i-1"
+    )
+    assert conn["ansible_ssh_private_key_file"] == str(tmp_path / "wyvern/exp1/id_ed25519")
+    assert conn["ansible_user"] == "admin"
+    assert conn["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert "StrictHostKeyChecking=yes" in conn["ansible_ssh_common_args"]
+    assert "HostKeyAlias=wyvern-exp1-me" in conn["ansible_ssh_common_args"]
+
+
+@pytest.mark.parametrize("name", ["", "a/b", ".."])
+def test_config_dir_refuses_a_name_that_is_not_one_directory(name: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="cannot name a directory"):
+        filters.ec2_gpu_instance_config_dir(name)
+
+
+# As roles/ec2_gpu_instance/vars/main.yml orders them: first match wins.
+USERS = {"ubuntu": "ubuntu", "debian": "admin", "amzn": "ec2-user", "al2023": "ec2-user"}
+
+
+@pytest.mark.parametrize(
+    ("ami_name", "user"),
+    [
+        ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250601", "ubuntu"),
+        ("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20250601", "ubuntu"),
+        ("debian-12-amd64-20250601-2130", "admin"),
+        ("al2023-ami-2023.7.20250601.0-kernel-6.1-x86_64", "ec2-user"),
+        ("my-golden-image", ""),
+        (None, ""),
+    ],
+)
+def test_ami_login_user_comes_from_the_image_name(ami_name, user: str) -> None:
+    assert filters.ec2_ami_login_user(ami_name, USERS) == user
+
+
+def test_ami_login_user_given_wins_over_the_name() -> None:
+    assert filters.ec2_ami_login_user("debian-12", USERS, "root") == "root"
+
+
+def test_gpu_summary_counts_each_model() -> None:
+    info = {"gpus": [{"name": "T4", "count": 1}, {"name": "A10G", "count": 4}]}
+    assert filters.ec2_gpu_summary(info) == "1 x T4, 4 x A10G"
+    assert filters.ec2_gpu_summary({}) == "none"
+    assert filters.ec2_gpu_summary(None) == "none"
+
+
+INSTANCES = [
+    {
+        "instance_id": "i-1",
+        "instance_type": "g4dn.xlarge",
+        "launch_time": "2026-01-01T10:00:00+00:00",
+    },
+    {"instance_id": "i-2", "instance_type": "x9.huge", "launch_time": "2026-01-01T11:00:00+00:00"},
+]
+
+
+def test_teardown_receipt_prices_each_instance_it_knows() -> None:
+    receipt = filters.ec2_teardown_receipt(
+        INSTANCES, {"g4dn.xlarge": 0.526}, "table, 2025-06-01", now="2026-01-01T12:30:00Z"
+    )
+    assert [r["instance_id"] for r in receipt] == ["i-1", "i-2"]
+    assert receipt[0]["estimated_cost"] == 1.315 and receipt[0]["uptime"] == "2h 30m 00s"
+    assert receipt[1]["estimated_cost"] is None and receipt[1]["uptime"] == "1h 30m 00s"
+    assert receipt[0]["price_source"] == "table, 2025-06-01"
+    assert filters.ec2_teardown_receipt([], {}, "x") == []
+
+
+def test_receipt_text_says_what_each_instance_cost() -> None:
+    receipt = filters.ec2_teardown_receipt(
+        INSTANCES, {"g4dn.xlarge": 0.526}, "table, 2025-06-01", now="2026-01-01T12:30:00Z"
+    )
+    assert filters.ec2_receipt_text(receipt, "exp1") == (
+        "i-1 (g4dn.xlarge) ran 2h 30m 00s: about 1.315 USD at 0.526 USD/hour (table, 2025-06-01)."
+        " i-2 (x9.huge) ran 1h 30m 00s: cost unknown (no price for this type)."
+    )
+
+
+def test_receipt_text_says_when_nothing_ran() -> None:
+    assert filters.ec2_receipt_text([], "exp1") == "Nothing was running for workbench exp1."
