@@ -27,7 +27,6 @@ from typing import Any
 
 # The GPU rule has one home (_gpu.py); its names are re-exported here for the module.
 from ansible_collections.wyvern.workbench.plugins.module_utils._gpu import (  # noqa: F401
-    CUDA_MIN_DRIVER,
     PROBE_SCRIPT,
     diagnose_gpu,
     host_driver_version,
