@@ -14,13 +14,11 @@ COLLECTIONS = Path(__file__).resolve().parents[2] / "collections"
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.wyvern.workbench.plugins.module_utils import (  # noqa: E402
-    _notebook_container as _nc,
-)
+from ansible_collections.wyvern.workbench.plugins.module_utils import _gpu  # noqa: E402
 
 
 def host_has_nvidia_gpu() -> bool:
-    return _nc.host_has_nvidia_gpu()
+    return _gpu.host_has_nvidia_gpu()
 
 
 HAS_GPU = host_has_nvidia_gpu()

@@ -95,3 +95,50 @@ def test_gpu_info_module_reports_this_machine_as_the_rule_sees_it(tmp_path: Path
         result = json.loads(out.split("=>", 1)[1])
         assert result["changed"] is False
         assert result["gpu"] == _gpu.gpu_facts(simulate=simulate)
+
+
+# Moved from the notebook_container tests (they reached these through a re-export).
+
+
+def test_gpu_rule_reads_pci_vendor_ids(tmp_path: Path) -> None:
+    for name, vendor in (("0000:00:01.0", "0x8086"), ("0000:00:1e.0", "0x10de")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vendor").write_text(vendor + "\n")
+    assert _gpu.host_has_nvidia_gpu(str(tmp_path))
+    (tmp_path / "0000:00:1e.0" / "vendor").write_text("0x1d0f\n")
+    assert not _gpu.host_has_nvidia_gpu(str(tmp_path))
+
+
+def test_driver_version_from_sysfs(tmp_path: Path) -> None:
+    version = tmp_path / "version"
+    version.write_text("580.95.05\n")
+    assert _gpu.host_driver_version((str(tmp_path / "missing"), str(version))) == "580.95.05"
+    assert _gpu.host_driver_version((str(tmp_path / "missing"),)) is None
+
+
+@pytest.mark.parametrize(
+    ("cuda", "driver"),
+    [
+        ("13.0", "580.65.06"),
+        ("12.8", "570.26"),
+        ("12.7", "560.28.03"),
+        ("12.1", "530.30.02"),
+        ("10.2", None),
+    ],
+)
+def test_minimum_driver_table(cuda: str, driver: str | None) -> None:
+    assert _gpu.min_driver_for_cuda(cuda) == driver
+
+
+def test_diagnosis_names_an_old_driver_and_the_missing_runtime() -> None:
+    probe = {"torch": "2.14.1+cu130", "cuda": "13.0", "cuda_available": False, "device_count": 0}
+    text = _gpu.diagnose_gpu(True, probe, "all", "535.104.05", ["runc"])
+    assert "host driver 535.104.05 is older than 580.65.06, the minimum for CUDA 13.0" in text
+    assert "Docker has no nvidia runtime" in text
+
+
+def test_diagnosis_without_a_driver_or_gpus() -> None:
+    probe = {"torch": "2.14.1", "cuda": "13.0", "cuda_available": False}
+    text = _gpu.diagnose_gpu(True, probe, "none", None, ["nvidia", "runc"])
+    assert "gpus: none" in text and "no NVIDIA driver is loaded" in text
+    assert "Docker has the nvidia runtime" in text

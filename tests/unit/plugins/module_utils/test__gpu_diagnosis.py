@@ -14,7 +14,11 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from ansible_collections.wyvern.workbench.plugins.module_utils import _notebook_container as nc
+from ansible_collections.wyvern.workbench.plugins.module_utils import _gpu
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container import (
+    common,
+    manager,
+)
 from docker.errors import DockerException
 
 PROBE = {
@@ -38,7 +42,7 @@ def diagnose(**over: Any) -> str:
         "runtimes": RUNTIMES_OK,
     }
     args.update(over)
-    return nc.diagnose_gpu(**args)
+    return _gpu.diagnose_gpu(**args)
 
 
 # ------------------------------------------------------------------ expecting no GPU
@@ -156,7 +160,7 @@ def test_loaded_driver_version_is_read_from_sysfs_first(tmp_path: Path) -> None:
     proc = tmp_path / "proc_version"
     sysfs.write_text("580.82.07\n")
     proc.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  575.51.03  Tue May 6\n")
-    assert nc.host_driver_version((str(sysfs), str(proc))) == "580.82.07"
+    assert _gpu.host_driver_version((str(sysfs), str(proc))) == "580.82.07"
 
 
 def test_loaded_driver_version_from_proc_skips_the_architecture(tmp_path: Path) -> None:
@@ -165,19 +169,19 @@ def test_loaded_driver_version_from_proc_skips_the_architecture(tmp_path: Path) 
         "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build\n"
         "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
     )
-    assert nc.host_driver_version((str(tmp_path / "missing"), str(proc))) == "580.65.06"
+    assert _gpu.host_driver_version((str(tmp_path / "missing"), str(proc))) == "580.65.06"
 
 
 def test_no_driver_files_means_no_driver(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("no version here\n")
-    assert nc.host_driver_version((str(tmp_path / "missing"), str(empty))) is None
+    assert _gpu.host_driver_version((str(tmp_path / "missing"), str(empty))) is None
 
 
-def _container_with(client: mock.MagicMock, **params: Any) -> nc.NotebookContainer:
+def _container_with(client: mock.MagicMock, **params: Any) -> manager.NotebookContainer:
     base = {"expect_gpu": "auto", "user": "1000:1000"}
     base.update(params)
-    return nc.NotebookContainer(
+    return manager.NotebookContainer(
         base,
         check_mode=False,
         client=client,
@@ -186,8 +190,8 @@ def _container_with(client: mock.MagicMock, **params: Any) -> nc.NotebookContain
     )
 
 
-def _result(cuda_available: bool, gpus: str = "all") -> nc.Result:
-    return nc.Result(
+def _result(cuda_available: bool, gpus: str = "all") -> manager.Result:
+    return manager.Result(
         changed=True,
         diff={},
         actions=[],
@@ -201,7 +205,7 @@ def test_health_check_feeds_the_host_driver_and_docker_runtimes() -> None:
     client.info.return_value = {"Runtimes": {"runc": {}}}
     container = mock.MagicMock()
     container.logs.return_value = b"[I ServerApp] Jupyter Server is running\n"
-    with pytest.raises(nc.NotebookError) as failure:
+    with pytest.raises(common.NotebookError) as failure:
         _container_with(client).compare_gpu(container, _result(cuda_available=False))
     message = str(failure.value)
     assert "host driver 535.104.05 is older than 580.65.06" in message
@@ -212,7 +216,7 @@ def test_health_check_feeds_the_host_driver_and_docker_runtimes() -> None:
 def test_health_check_with_an_unanswering_daemon_reports_no_runtime() -> None:
     client = mock.MagicMock()
     client.info.side_effect = DockerException("daemon went away")
-    with pytest.raises(nc.NotebookError, match="Docker has no nvidia runtime"):
+    with pytest.raises(common.NotebookError, match="Docker has no nvidia runtime"):
         _container_with(client).compare_gpu(mock.MagicMock(), _result(cuda_available=False))
 
 
@@ -236,7 +240,7 @@ def test_expectation_follows_expect_gpu_or_the_host(
     box = _container_with(client, expect_gpu=expect_gpu)
     box.gpu_present = lambda: gpu_present
     if fails:
-        with pytest.raises(nc.NotebookError):
+        with pytest.raises(common.NotebookError):
             box.compare_gpu(mock.MagicMock(), _result(cuda_available))
     else:
         box.compare_gpu(mock.MagicMock(), _result(cuda_available))
