@@ -32,16 +32,31 @@ description:
   - The last lines of the container's log are returned on failure with the token masked.
   - On any failure after the container exists, the result carries the last 50 lines of its log as RV(logs).
 author:
-  - Wyvern workbench team
+  - Wyvern workbench team (@wyvern-workbench)
 requirements:
   - Docker SDK for Python >= 7.0 (C(docker)) on the managed host
 attributes:
   check_mode:
-    support: full
-    description: Computes the actions and the diff without calling anything that changes state.
+    support: partial
+    description: Can run in check mode and predict whether a run would change anything, without changing it.
+    details:
+      - Predicts the actions (RV(actions)), the drift (RV(drift)), C(changed) and the diff from the daemon's
+        current state and the host's token and port files, which it reads and never writes; nothing is created,
+        started, stopped or removed.
+      - It does not predict what only starting the container shows, so it returns no RV(seconds_to_healthy),
+        RV(started_at) or RV(probe); a run that it predicts as unchanged can still fail the health check, the
+        probe or the GPU comparison, or find the port taken.
+      - A missing token file is reported as a change (a new token, hence a recreate) but not created, so two
+        check runs in a row predict the same change. O(state=started) still needs O(image) on the host.
   diff_mode:
-    support: full
-    description: Shows the managed settings before and after; the token is masked.
+    support: partial
+    description: Shows what a run changes in the container, before and after.
+    details:
+      - The diff shows the container's state and its managed settings (image id, environment, published port,
+        GPUs, mounts, labels, shared memory, user, restart policy, init, network) before and after, with any
+        token in the environment masked.
+      - Changes to the host files (the token file, its read-only copy, the port file) count in C(changed) but
+        are not in the diff; a changed token shows as a changed digest label only.
   idempotent:
     support: full
     description: A second run with the same options reports C(changed=false).
@@ -254,46 +269,56 @@ logs:
 import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container import (
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.common import (
+    NotebookError,
+)
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.engine import (
     DOCKER_IMPORT_ERROR,
     HAS_DOCKER,
+)
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.manager import (
     NotebookContainer,
-    NotebookError,
+)
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.spec import (
     check_bind_address,
 )
 
 ROOT_USERS = ("0", "root")
 
+# The options, declared once here; DOCUMENTATION describes the same ones, and
+# tests/unit/plugins/modules/test_notebook_container.py (and ansible-test's validate-modules)
+# fail when their names, types, defaults, choices or required flags disagree.
+ARGUMENT_SPEC: dict[str, dict] = dict(
+    name=dict(type="str", required=True),
+    image=dict(type="str"),
+    state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
+    gpus=dict(type="str", default="auto"),
+    bind_address=dict(type="str", default="127.0.0.1"),
+    allow_public_bind=dict(type="bool", default=False),
+    port=dict(type="int"),
+    port_file=dict(type="path"),
+    token=dict(type="str", no_log=True),
+    token_file=dict(type="path"),
+    volumes=dict(type="list", elements="str", default=[]),
+    shm_size=dict(type="str", default="2g"),
+    env=dict(type="dict", default={}),
+    user=dict(type="str", default="1000:1000"),
+    restart_policy=dict(
+        type="str",
+        default="unless-stopped",
+        choices=["no", "on-failure", "always", "unless-stopped"],
+    ),
+    labels=dict(type="dict", default={}),
+    timeout=dict(type="int", default=180),
+    interval=dict(type="float", default=0.2),
+    expect_gpu=dict(type="str", default="auto", choices=["auto", "true", "false"]),
+    docker_host=dict(type="str"),
+)
+
 
 def main() -> None:
-    argument_spec = dict(
-        name=dict(type="str", required=True),
-        image=dict(type="str"),
-        state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
-        gpus=dict(type="str", default="auto"),
-        bind_address=dict(type="str", default="127.0.0.1"),
-        allow_public_bind=dict(type="bool", default=False),
-        port=dict(type="int"),
-        port_file=dict(type="path"),
-        token=dict(type="str", no_log=True),
-        token_file=dict(type="path"),
-        volumes=dict(type="list", elements="str", default=[]),
-        shm_size=dict(type="str", default="2g"),
-        env=dict(type="dict", default={}),
-        user=dict(type="str", default="1000:1000"),
-        restart_policy=dict(
-            type="str",
-            default="unless-stopped",
-            choices=["no", "on-failure", "always", "unless-stopped"],
-        ),
-        labels=dict(type="dict", default={}),
-        timeout=dict(type="int", default=180),
-        interval=dict(type="float", default=0.2),
-        expect_gpu=dict(type="str", default="auto", choices=["auto", "true", "false"]),
-        docker_host=dict(type="str"),
-    )
     module = AnsibleModule(
-        argument_spec=argument_spec,
+        argument_spec=ARGUMENT_SPEC,
         required_if=[("state", "started", ("image",))],
         supports_check_mode=True,
     )
