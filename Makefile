@@ -68,11 +68,14 @@ test-molecule: setup test-deps
 test-e2e: setup test-deps
 	$(PYTEST) -m e2e $(JUNIT) $(PYTEST_ARGS)
 
+# ansible-test sanity (validate-modules, ansible-doc, compile, symlinks) with the packages
+# of the test extras; scripts/sanity.py says why it does not let ansible-test install them.
 lint: setup test-deps
 	yamllint -s .
 	ansible-lint
 	ruff check .
 	ruff format --check .
+	$(BIN)/python scripts/sanity.py
 
 bench: setup test-deps
 	$(BIN)/python -m transfer_learning bench --json

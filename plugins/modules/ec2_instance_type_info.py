@@ -13,7 +13,7 @@ description:
     it is offered (C(DescribeInstanceTypeOfferings)).
   - The amazon.aws collection has no module for these two calls.
 author:
-  - Wyvern workbench team
+  - Wyvern workbench team (@wyvern-workbench)
 options:
   instance_types:
     description: Instance type names, for example V(g4dn.xlarge).
@@ -23,10 +23,13 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Returns no diff; it changes nothing.
   idempotent:
     support: full
+    description: Never changes anything.
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules

@@ -16,13 +16,14 @@ description:
     notebook_container module's health check all use the same implementation, so they cannot disagree.
   - Needs no driver, no nvidia-smi and no extra Python package.
 author:
-  - Wyvern workbench team
+  - Wyvern workbench team (@wyvern-workbench)
 attributes:
   check_mode:
     support: full
     description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Returns no diff; it changes nothing.
   idempotent:
     support: full
     description: Never changes anything.
