@@ -40,6 +40,7 @@ FAST_INTEGRATION = {
     "integration/test_nvidia_driver_reboot.py",
     "integration/test_teardown_outputs.py",
     "integration/test_configure_localhost.py",
+    "integration/notebook/test_notebook_container_ansiballz.py",
 }
 
 
