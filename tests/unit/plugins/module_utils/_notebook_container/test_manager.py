@@ -36,6 +36,30 @@ def test_check_mode_plans_without_side_effects(tmp_path: Path) -> None:
     assert not (tmp_path / "token").exists() and not (tmp_path / "token.d").exists()
 
 
+def test_check_mode_predicts_the_plan_but_not_the_health_check(tmp_path: Path) -> None:
+    """What the module's attributes say check mode does: the chosen port and a new token
+    count as changes, nothing is written, and health, probe and GPU are not claimed."""
+    client = fake_client(None)
+    port_file = tmp_path / "port"
+    box = runner(
+        client,
+        check_mode=True,
+        gpu=True,
+        expect_gpu="true",
+        port=None,
+        port_file=str(port_file),
+        token=None,
+        token_file=str(tmp_path / "token"),
+    )
+    with mock.patch.object(host, "port_is_free", lambda address, port: True):
+        result = box.run()
+    assert result.changed and result.url == "http://127.0.0.1:8888"
+    assert result.diff["after"]["ports"] == "127.0.0.1:8888"
+    assert result.probe is None and result.seconds_to_healthy is None
+    assert not port_file.exists() and not (tmp_path / "token").exists()
+    client.containers.create.return_value.exec_run.assert_not_called()
+
+
 def test_start_creates_runs_and_probes(tmp_path: Path) -> None:
     client = fake_client(None)
     result = runner(client, token_file=str(tmp_path / "token"), gpus="all").run()
