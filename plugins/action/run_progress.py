@@ -87,6 +87,8 @@ def heartbeat_line(record: dict[str, Any] | None, elapsed: float) -> str:
         return f"waiting for the run to start ({_duration(elapsed)})"
     if record.get("state") == "starting" or not record.get("epoch"):
         return f"run {record.get('run_id')}: loading the data ({_duration(elapsed)})"
+    if record.get("state") == "done" or completed_epoch(record) >= (record.get("epochs") or 0):
+        return f"training done; the notebook's last cells are running ({_duration(elapsed)})"
     return (
         f"epoch {record.get('epoch')}/{record.get('epochs')}: step {record.get('step')}/"
         f"{record.get('steps_per_epoch')}, {_num(record.get('images_per_s'), '.1f')} images/s, "

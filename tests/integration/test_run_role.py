@@ -4,7 +4,7 @@ training shows one line per epoch as it goes, and a failing notebook shows why.
 
 Needs the notebook image (the shared `notebook_image` fixture builds or finds it); starts
 the notebook with the repository's own playbooks (target.yml + notebook.yml), no host
-configuration. About 2 minutes on two shared cores.
+configuration. A few minutes on two shared cores.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook
 from tests.support.ports import reserved_port
 
-# Long enough epochs on a CPU (several seconds each) that a look every second sees each end.
+# Epochs of a few seconds on a CPU, longer than the look every second, so each is seen.
 GROUP_VARS = {
     "run_epochs": 2,
-    "run_limit": 400,
-    "run_image_size": 48,
+    "run_limit": 160,
+    "run_image_size": 40,
     "run_batch_size": 16,
     "run_poll_interval": 1,
 }
@@ -96,8 +96,8 @@ def test_group_vars_set_the_run_and_each_epoch_is_shown(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # The group_vars values, not the role's defaults (3 epochs, 64 px, every image).
     assert len(metrics["epochs"]) == 2
-    assert metrics["image_size"] == 48 and metrics["batch_size"] == 16
-    assert metrics["num_train"] == 400 and metrics["num_val"] == 400
+    assert metrics["image_size"] == 40 and metrics["batch_size"] == 16
+    assert metrics["num_train"] == 160 and metrics["num_val"] == 160
     # The training as it went: one line per epoch, in order, with the run's own numbers.
     lines = EPOCH_LINE.findall(run.output)
     assert lines == ["1", "2"], run.tail(80)

@@ -8,7 +8,9 @@ run lives (data decoding included), at every epoch end, and gets its final state
 
 Keys: run_id, state (starting|running|done|failed|stopped), pid, updated_at (Unix time),
 epoch, epochs, step, steps_per_epoch, loss, train_acc, val_acc, images_per_s, eta_s; null
-where not known yet.
+where not known yet. `epoch` is the epoch under way (1-based); `step` reaches
+`steps_per_epoch` when that epoch is over, evaluation included; loss and accuracies are
+those of the last finished epoch.
 """
 
 from __future__ import annotations
@@ -146,10 +148,15 @@ class Progress:
         self.update(state="running", epoch=epoch, steps_per_epoch=steps_per_epoch, step=step)
 
     def step_done(self, step: int, images: int) -> None:
-        """After each optimizer step: where the epoch is and its rate so far (no write)."""
+        """After each optimizer step: where the epoch is and its rate so far (no write).
+
+        `step` reaches `steps_per_epoch` only when `epoch_done` records the epoch's end
+        (after its evaluation): a reader takes step == steps_per_epoch for a finished epoch.
+        """
         started = self._epoch_started
         elapsed = self.clock() - started if started is not None else 0.0
-        fields: dict[str, Any] = {"step": step}
+        steps = self.fields["steps_per_epoch"]
+        fields: dict[str, Any] = {"step": min(step, steps - 1) if steps else step}
         if elapsed > 0 and images:
             fields["images_per_s"] = images / elapsed
         self.update(**fields)

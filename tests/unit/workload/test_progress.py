@@ -48,7 +48,10 @@ def test_epochs_steps_and_eta(tmp_path: Path) -> None:
     assert (snap["state"], snap["epoch"], snap["step"]) == ("running", 1, 5)
     assert snap["images_per_s"] == 32.0
     assert snap["eta_s"] == pytest.approx(25.0)  # 5 s of this epoch, 2 more of 10 s
-    clock.now += 7  # the epoch took 12 s with its evaluation
+    clock.now += 5
+    progress.step_done(10, images=320)  # the last step: the evaluation is still to come
+    assert progress.snapshot()["step"] == 9  # not yet the end a reader looks for
+    clock.now += 2  # the epoch took 12 s with its evaluation
     progress.epoch_done(
         {"epoch": 1, "train_loss": 1.5, "train_acc": 0.4, "val_acc": 0.5, "images_per_s": 30.0}
     )

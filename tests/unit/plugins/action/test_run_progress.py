@@ -134,6 +134,16 @@ def test_a_minute_without_an_epoch_prints_a_heartbeat() -> None:
     assert "3.0 images/s, ETA 1h06m" in beats[0]
 
 
+def test_the_heartbeat_after_the_last_epoch_says_the_notebook_is_finishing() -> None:
+    final = {**EPOCH_1, "epoch": 3}
+    assert action.heartbeat_line(final, 75) == (
+        "training done; the notebook's last cells are running (1m15s)"
+    )
+    loading = _record(state="starting")
+    assert action.heartbeat_line(loading, 61) == "run finetune-abc: loading the data (1m01s)"
+    assert action.heartbeat_line(None, 5) == "waiting for the run to start (5s)"
+
+
 def test_a_run_that_outlives_its_timeout_stops_the_loop() -> None:
     host = Host(records=[None], jobs=[RUNNING])
     with pytest.raises(TimeoutError, match="longer than 10 s"):
