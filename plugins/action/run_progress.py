@@ -47,7 +47,7 @@ GRACE_S = 30.0
 def _duration(seconds: Any) -> str:
     if seconds is None:
         return "?"
-    total = int(round(float(seconds)))
+    total = round(float(seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
