@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -78,10 +79,10 @@ def workbench(docker_client, notebook_image: str, tmp_path: Path) -> Iterator[Wo
 
 def _executed(run: PlaybookRun) -> bool:
     """Whether this playbook run really executed the notebook (the papermill task changed)."""
-    header = "TASK [Execute the notebook with papermill"
-    if header not in run.output:
+    header = re.search(r"^TASK \[(\S+ : )?Execute the notebook with papermill.*$", run.output, re.M)
+    if header is None:
         return False
-    task_output = run.output.split(header, 1)[1].split("TASK [", 1)[0]
+    task_output = run.output[header.end() :].split("TASK [", 1)[0]
     return "changed: [localhost]" in task_output
 
 

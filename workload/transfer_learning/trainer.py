@@ -35,6 +35,7 @@ from transfer_learning.data import (
 from transfer_learning.distributed import Dist, process_group, select_device
 from transfer_learning.errors import Interrupted, WorkloadError
 from transfer_learning.model import backbone_features, build_model, load_model_file
+from transfer_learning.progress import Progress, final_state
 from transfer_learning.report import write_outputs
 
 CHECKPOINT = "checkpoint.pt"
@@ -296,7 +297,9 @@ class Trainer:
         ckpt: dict[str, Any] | None,
         started: float,
         signals: StopSignals | None = None,
+        progress: Progress | None = None,
     ) -> None:
+        self.progress = progress
         self.cfg, self.d, self.device, self.run_id, self.data = cfg, d, device, run_id, data
         self.started = started
         self.run_dir = Path(cfg.output_dir) / run_id
@@ -435,6 +438,8 @@ class Trainer:
             self.pending = None
         self._train_mode()
         bar = self._progress(per_rank * d.world, f"epoch {epoch + 1}/{cfg.epochs}")
+        if self.progress is not None:
+            self.progress.epoch_started(epoch + 1, len(batches), start)
         seen_here = 0
         # The sums stay on the device until the epoch ends (or a signal asks for them): no
         # host sync per step, so the CPU prepares the next batch while the GPU still works.
@@ -455,6 +460,8 @@ class Trainer:
             seen_here += len(idx)
             if bar is not None:
                 bar.update(len(idx) * d.world)
+            if self.progress is not None:
+                self.progress.step_done(step + 1, seen_here * d.world)
             self._on_signal(epoch, step + 1, len(batches), generator, sums_t)
         if bar is not None:
             bar.close()
@@ -595,6 +602,8 @@ class Trainer:
                 "epoch_time_s": time.perf_counter() - stats["t0"],
             }
             self.history.append(row)
+            if self.progress is not None:
+                self.progress.epoch_done(row)
             self.log(
                 f"epoch {epoch + 1}/{cfg.epochs} train loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} | "
@@ -657,6 +666,21 @@ def load_data(cfg: TrainConfig, d: Dist, folder: FolderData) -> CachedData:
     return data or load()
 
 
+@contextlib.contextmanager
+def _reporting(progress: Progress | None) -> Iterator[None]:
+    """Heartbeat while the body runs; the final state (done, stopped, failed) as it ends."""
+    if progress is None:
+        yield
+        return
+    progress.start()
+    try:
+        yield
+    except BaseException as exc:
+        progress.finish(final_state(exc))
+        raise
+    progress.finish("done")
+
+
 def train(cfg: TrainConfig) -> RunResult:
     """Run one training job and write its outputs (rank 0 only under torchrun)."""
     validate(cfg)
@@ -666,21 +690,29 @@ def train(cfg: TrainConfig) -> RunResult:
         device = select_device(cfg.device, d.local_rank)
         _set_determinism(cfg, device)
         run_id, ckpt = resolve_run(cfg, d)
-        folder = scan_folder(cfg.data)
-        if ckpt is not None:
-            check_resume_data(ckpt, folder)
-        data = load_data(cfg, d, folder)
-        trainer = Trainer(cfg, d, device, run_id, data, ckpt, started, signals)
-        metrics = trainer.fit()
-        if d.main:
-            best = trainer.best
-            write_outputs(
-                trainer.run_dir, cfg_dict(cfg), metrics, trainer.model, best["trues"], best["preds"]
-            )
-            trainer.log(
-                f"best val acc {best['acc']:.3f} (epoch {best['epoch']}); "
-                f"outputs in {trainer.run_dir}"
-            )
+        # Rank 0 tells watchers how far the run is (progress.json), from now until it ends.
+        progress = Progress(Path(cfg.output_dir) / run_id, run_id, cfg.epochs) if d.main else None
+        with _reporting(progress):
+            folder = scan_folder(cfg.data)
+            if ckpt is not None:
+                check_resume_data(ckpt, folder)
+            data = load_data(cfg, d, folder)
+            trainer = Trainer(cfg, d, device, run_id, data, ckpt, started, signals, progress)
+            metrics = trainer.fit()
+            if d.main:
+                best = trainer.best
+                write_outputs(
+                    trainer.run_dir,
+                    cfg_dict(cfg),
+                    metrics,
+                    trainer.model,
+                    best["trues"],
+                    best["preds"],
+                )
+                trainer.log(
+                    f"best val acc {best['acc']:.3f} (epoch {best['epoch']}); "
+                    f"outputs in {trainer.run_dir}"
+                )
         d.barrier()
     return RunResult(run_id, trainer.run_dir, metrics, data.classes, trainer.model)
 

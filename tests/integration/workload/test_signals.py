@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -79,6 +80,9 @@ def test_stop_signal_saves_the_step_and_resume_is_exact(
     step = int(match.group(1))
     assert 0 < step < STEPS
     assert not (tmp_path / "stopped" / "metrics.json").exists()
+    # Watchers see the run stopped, not one that still runs (or went silent).
+    progress = json.loads((tmp_path / "stopped" / "progress.json").read_text())
+    assert (progress["state"], progress["epoch"], progress["step"]) == ("stopped", 2, step)
 
     _resume(run_cli, digits_dir, tmp_path, "stopped", step)
     # Bit-identical to the run nobody interrupted: every loss, accuracy and rate.

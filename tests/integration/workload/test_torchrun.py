@@ -42,6 +42,7 @@ def test_two_process_gloo_run(tmp_path: Path, digits_dir: Path, run_cli: RunCli)
             "history.csv",
             "metrics.json",
             "model.pt",
+            "progress.json",
         ]
     )
     assert result.stdout.count("epoch 2/2") == 1

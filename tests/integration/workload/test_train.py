@@ -108,6 +108,12 @@ def test_finetune_learns_and_writes_every_output(runs: Path) -> None:
     lock = Path(__file__).resolve().parents[3] / "workload" / "requirements.lock"
     expected = hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
     assert env["lock_sha256"] == expected
+    # The watchers' record (progress.json): the run's final state, all epochs done.
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["state"] == "done" and progress["run_id"] == "four"
+    assert (progress["epoch"], progress["epochs"]) == (4, 4)
+    assert progress["step"] == progress["steps_per_epoch"] > 0
+    assert progress["eta_s"] == 0.0 and progress["val_acc"] == m["epochs"][-1]["val_acc"]
 
 
 def test_same_seed_same_metrics(runs: Path) -> None:

@@ -1,0 +1,147 @@
+"""The notebook filters: pip settings for the build, the image tag, the run id."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+ROOT = Path(__file__).resolve().parents[4]
+_spec = importlib.util.spec_from_file_location(
+    "notebook_filters", ROOT / "plugins/filter/notebook.py"
+)
+assert _spec and _spec.loader
+filters = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(filters)
+
+INPUTS = [["Dockerfile", "a" * 64], ["transfer_learning/cli.py", "b" * 64]]
+BASE = "wyvern/debian-base:bookworm sha256:" + "1" * 64
+DIGEST = "sha256:" + "d" * 64
+PINNED = f"python:3.11-slim-bookworm@{DIGEST}"
+
+
+# -- pip settings ---------------------------------------------------------------------------
+
+
+def test_pip_indexes_come_from_the_host_config_http_only() -> None:
+    config = (
+        "global.index-url='https://user:s3cret@mirror.example/simple'\n"
+        "global.extra-index-url='https://extra.example/simple file:///srv/wheels'\n"
+        "install.extra-index-url='http://second.example/simple'\n"
+        "global.timeout='60'\n"
+    )
+    assert filters.notebook_pip_indexes(config) == {
+        "index_url": "https://user:s3cret@mirror.example/simple",
+        "extra_index_urls": ["https://extra.example/simple", "http://second.example/simple"],
+    }
+
+
+def test_a_multi_line_extra_index_value_is_read_whole() -> None:
+    lines = ["global.extra-index-url='", "https://a.example/simple", "https://b.example/simple'"]
+    got = filters.notebook_pip_indexes(lines)
+    assert got["extra_index_urls"] == ["https://a.example/simple", "https://b.example/simple"]
+
+
+def test_the_environment_wins_over_the_config_and_the_role_over_both() -> None:
+    config = "global.index-url='https://conf.example/simple'\n"
+    env = {"PIP_INDEX_URL": "https://env.example/simple", "PIP_EXTRA_INDEX_URL": "https://x/ y"}
+    got = filters.notebook_pip_indexes(config, env)
+    assert got == {"index_url": "https://env.example/simple", "extra_index_urls": ["https://x/"]}
+    got = filters.notebook_pip_indexes(
+        config, env, "https://role.example/simple", ["https://r2/", "https://r2/"]
+    )
+    assert got == {"index_url": "https://role.example/simple", "extra_index_urls": ["https://r2/"]}
+
+
+def test_a_file_index_or_nothing_leaves_pip_on_pypi() -> None:
+    assert filters.notebook_pip_indexes("global.index-url='file:///srv/simple'\n") == {
+        "index_url": "",
+        "extra_index_urls": [],
+    }
+    assert filters.notebook_pip_indexes(None, None) == {"index_url": "", "extra_index_urls": []}
+
+
+def test_pip_conf_holds_what_is_set() -> None:
+    indexes = {"index_url": "https://m/simple", "extra_index_urls": ["https://a/", "https://b/"]}
+    assert filters.notebook_pip_conf(indexes, "/opt/wyvern-build/ca-bundle.crt") == (
+        "[global]\nindex-url = https://m/simple\nextra-index-url = https://a/ https://b/\n"
+        "cert = /opt/wyvern-build/ca-bundle.crt\n"
+    )
+    assert filters.notebook_pip_conf({"index_url": "", "extra_index_urls": []}) == "[global]\n"
+
+
+# -- the image tag --------------------------------------------------------------------------
+
+
+def test_the_image_tag_hashes_the_base_image_too() -> None:
+    tag = filters.notebook_image_tag(INPUTS, BASE)
+    assert len(tag) == 16 and int(tag, 16) >= 0
+    assert filters.notebook_image_tag(list(reversed(INPUTS)), BASE) == tag  # order-free
+    other_base = BASE.replace("1" * 64, "2" * 64)  # the same tag name, bootstrapped again
+    assert filters.notebook_image_tag(INPUTS, other_base) != tag
+    assert filters.notebook_image_tag(INPUTS, PINNED) != tag
+    changed = [INPUTS[0], ["transfer_learning/cli.py", "c" * 64]]
+    assert filters.notebook_image_tag(changed, BASE) != tag
+    renamed = [INPUTS[0], ["transfer_learning/main.py", "b" * 64]]
+    assert filters.notebook_image_tag(renamed, BASE) != tag
+
+
+def test_the_image_tag_refuses_to_hash_nothing() -> None:
+    with pytest.raises(AnsibleFilterError, match="no workload file"):
+        filters.notebook_image_tag([], BASE)
+    with pytest.raises(AnsibleFilterError, match="base image"):
+        filters.notebook_image_tag(INPUTS, "")
+
+
+def _image(image_id: str, tags: list[str], digests: list[str] | None = None) -> dict:
+    return {"Id": image_id, "RepoTags": tags, "RepoDigests": digests or []}
+
+
+def test_base_identity_is_the_first_present_candidate_with_its_id() -> None:
+    official = _image("sha256:off", ["python:3.11-slim-bookworm"], [f"python@{DIGEST}"])
+    bootstrap = _image("sha256:boot", ["wyvern/debian-base:bookworm"])
+    candidates = filters.notebook_base_candidates("auto", PINNED, "wyvern/debian-base:bookworm")
+    assert candidates == [PINNED, "wyvern/debian-base:bookworm"]
+    # Found by its digest (docker_image_info lists `repo@digest`, not `repo:tag@digest`).
+    assert filters.notebook_base_identity([bootstrap, official], candidates) == (
+        f"{PINNED} sha256:off"
+    )
+    assert filters.notebook_base_identity([bootstrap], candidates) == (
+        "wyvern/debian-base:bookworm sha256:boot"
+    )
+    assert filters.notebook_base_identity([], candidates) == PINNED  # resolved by the build
+    docker_io = _image("sha256:lib", [], [f"docker.io/library/python@{DIGEST}"])
+    assert filters.notebook_base_identity([docker_io], PINNED) == f"{PINNED} sha256:lib"
+
+
+def test_base_candidates_follow_notebook_base_bootstrap() -> None:
+    assert filters.notebook_base_candidates("always", "b", "s") == ["s"]
+    assert filters.notebook_base_candidates("never", "b", "s") == ["b"]
+    with pytest.raises(AnsibleFilterError, match="notebook_base_bootstrap='sometimes'"):
+        filters.notebook_base_candidates("sometimes", "b", "s")
+
+
+# -- the run id -----------------------------------------------------------------------------
+
+
+SETTINGS = {"data_dir": "/workspace/data/digits", "epochs": 3, "limit": None, "mode": "finetune"}
+
+
+def test_run_id_is_stable_and_keyed_by_parameters_and_image() -> None:
+    run = filters.run_id(SETTINGS, "sha256:img")
+    # The formula run.yml used in Jinja (to_json | hash('sha1')): old outputs keep their id.
+    legacy = hashlib.sha1(json.dumps({**SETTINGS, "image_id": "sha256:img"}).encode()).hexdigest()
+    assert run == f"finetune-{legacy[:10]}"
+    assert filters.run_id(dict(SETTINGS), "sha256:img") == run
+    assert filters.run_id({**SETTINGS, "epochs": 4}, "sha256:img") != run
+    assert filters.run_id(SETTINGS, "sha256:new") != run
+    assert filters.run_id(SETTINGS, "sha256:img", filters.DEFAULT_NOTEBOOK) == run
+    assert filters.run_id(SETTINGS, "sha256:img", "notebooks/mine.ipynb") != run
+    feature = filters.run_id({**SETTINGS, "mode": "feature-extract"}, "sha256:img")
+    assert feature.startswith("feature-extract-")
+    with pytest.raises(AnsibleFilterError, match="no `mode`"):
+        filters.run_id({"epochs": 1}, "sha256:img")
