@@ -1,7 +1,8 @@
 """Filters for the ec2_gpu_instance role and the aws_ec2 inventory.
 
 SSH source address, the connection settings (one definition for the role's add_host, the
-per-workbench connection file and the dynamic inventory), SSH config entry, cost receipt.
+per-workbench connection file and the dynamic inventory), SSH config entry, cost receipts
+(teardown and stop).
 """
 
 from __future__ import annotations
@@ -182,6 +183,104 @@ def ec2_receipt_text(receipt: list[dict[str, Any]], workbench: str) -> str:
     return " ".join(sentences)
 
 
+def _volumes_of(instance_id: str, volumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        vol
+        for vol in volumes or []
+        if any(att.get("instance_id") == instance_id for att in vol.get("attachment_set") or [])
+    ]
+
+
+def ec2_stop_receipt(
+    instances: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    prices: dict[str, Any],
+    price_source: str,
+    volume_prices: dict[str, Any],
+    volume_price_source: str,
+    now: Any = None,
+) -> list[dict[str, Any]]:
+    """One receipt line per instance about to be stopped (ec2_instance_info's records).
+
+    An instance that runs gets its uptime and cost since it was last started (EC2 sets
+    launch_time at every start, so this is the billing period that the stop ends); one
+    already stopped gets none. Each gets what its EBS volumes (ec2_vol_info's records, the
+    ones attached to it) cost per month while it stays stopped.
+    """
+    lines = []
+    for inst in instances:
+        state = (inst.get("state") or {}).get("name", "")
+        running = state in ("pending", "running")
+        attached = _volumes_of(inst["instance_id"], volumes)
+        gigabytes = sum(int(vol.get("size") or 0) for vol in attached)
+        used = {
+            str(vol.get("type")): (volume_prices or {}).get(vol.get("type")) for vol in attached
+        }
+        monthly = None
+        if all(price not in (None, "") for price in used.values()):
+            monthly = sum(
+                int(vol.get("size") or 0) * float(used[str(vol.get("type"))]) for vol in attached
+            )
+        line: dict[str, Any] = {
+            "instance_id": inst["instance_id"],
+            "instance_type": inst["instance_type"],
+            "state": state,
+            "was_running": running,
+            "launch_time": inst.get("launch_time"),
+            "price_source": price_source,
+            "volume_gb": gigabytes,
+            "volume_types": sorted(used),
+            "volume_prices": {kind: used[kind] for kind in sorted(used)},
+            "volume_monthly_cost": None if monthly is None else round(monthly, 2),
+            "volume_price_source": volume_price_source,
+        }
+        if running:
+            hourly = (prices or {}).get(inst["instance_type"])
+            line.update(ec2_receipt(inst["launch_time"], hourly, now))
+        else:
+            line.update(uptime_seconds=0, uptime="", hourly_price=None, estimated_cost=None)
+        lines.append(line)
+    return lines
+
+
+def ec2_stop_receipt_text(receipt: list[dict[str, Any]], workbench: str) -> str:
+    """What stop says: the run it ended and its cost, then what the stopped volumes cost."""
+    if not receipt:
+        return f"No instance of workbench {workbench} to stop."
+    sentences = []
+    for line in receipt:
+        head = f"{line['instance_id']} ({line['instance_type']})"
+        if not line["was_running"]:
+            sentences.append(f"{head} was stopped already.")
+        elif line.get("estimated_cost") is None:
+            sentences.append(
+                f"{head} stopped after {line['uptime']} up: cost unknown (no price for this type)."
+            )
+        else:
+            sentences.append(
+                f"{head} stopped after {line['uptime']} up since its last start: about"
+                f" {line['estimated_cost']} USD at {line['hourly_price']} USD/hour"
+                f" ({line['price_source']})."
+            )
+        kinds = "/".join(line["volume_types"]) or "EBS"
+        if line["volume_monthly_cost"] is None:
+            volume_cost = "cost unknown (no price for its volume type)"
+        else:
+            rates = ", ".join(
+                f"{price} USD per GB-month of {kind}"
+                for kind, price in line["volume_prices"].items()
+            )
+            volume_cost = (
+                f"about {line['volume_monthly_cost']} USD/month"
+                f" ({rates}; {line['volume_price_source']})"
+            )
+        sentences.append(
+            f"While stopped it bills no compute; its {line['volume_gb']} GB of {kinds} volume"
+            f" (image, data, outputs) is kept: {volume_cost}."
+        )
+    return " ".join(sentences)
+
+
 # The file the role writes into the workbench's config directory on every `present` and
 # deletes on `absent`; the dynamic inventory reads it.
 CONNECTION_FILE = "connection.json"
@@ -275,6 +374,8 @@ class FilterModule:
             "ec2_receipt": ec2_receipt,
             "ec2_teardown_receipt": ec2_teardown_receipt,
             "ec2_receipt_text": ec2_receipt_text,
+            "ec2_stop_receipt": ec2_stop_receipt,
+            "ec2_stop_receipt_text": ec2_stop_receipt_text,
             "ec2_ami_login_user": ec2_ami_login_user,
             "ec2_gpu_summary": ec2_gpu_summary,
             "ssh_config_entry": ssh_config_entry,

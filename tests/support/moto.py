@@ -20,6 +20,7 @@ from tests.support.ports import reserved_port
 
 # Images that moto serves for AMI lookups, in the shape of AWS's describe_images.
 AMIS_FILE = Path(__file__).with_name("moto_amis.json")
+ROOT = Path(__file__).resolve().parents[2]
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -78,13 +79,15 @@ def moto_server(amis_file: Path = AMIS_FILE, log_dir: Path | None = None) -> Ite
 
 def _moto_server(port: int, amis_file: Path, log_dir: Path | None) -> Iterator[MotoServer]:
     env = {**os.environ, **FAKE_CREDENTIALS}
+    # tests.support.moto_server is imported from the checkout.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if amis_file.exists():
         # Read once at start-up, so it must be in the server's environment.
         env["MOTO_AMIS_PATH"] = str(amis_file)
     log_path = Path(tempfile.mkdtemp(prefix="moto-", dir=log_dir)) / "moto.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.support.moto_server", "-H", "127.0.0.1", "-p", str(port)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -102,6 +102,11 @@ CASES: dict[str, Case] = {
         {"ec2_gpu_instance_key_path": "HOME/a-file/id_ed25519"},
         ["ec2_gpu_instance_key_path", "cannot hold the SSH key"],
     ),
+    # The idle action decides what `poweroff` inside the instance does, set at launch.
+    "idle-action-unknown": Case(
+        {"workbench_idle_action": "destroy"},
+        ["ec2_gpu_instance_shutdown_behavior must be one of: stop, terminate, got: destroy"],
+    ),
     "subnet-zone-without-the-type": Case(
         {"ec2_gpu_instance_subnet_id": "SUBNET_IN_US_EAST_1E"},
         ["is not in a zone that offers g4dn.xlarge", "set ec2_gpu_instance_subnet_id"],

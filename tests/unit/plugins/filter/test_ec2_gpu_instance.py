@@ -71,6 +71,8 @@ def test_filters_are_registered_under_their_names() -> None:
         "ec2_receipt",
         "ec2_teardown_receipt",
         "ec2_receipt_text",
+        "ec2_stop_receipt",
+        "ec2_stop_receipt_text",
         "ec2_ami_login_user",
         "ec2_gpu_summary",
         "ssh_config_entry",
@@ -264,3 +266,88 @@ def test_receipt_text_says_what_each_instance_cost() -> None:
 
 def test_receipt_text_says_when_nothing_ran() -> None:
     assert filters.ec2_receipt_text([], "exp1") == "Nothing was running for workbench exp1."
+
+
+def _stop_instance(instance_id: str, state: str) -> dict:
+    return {
+        "instance_id": instance_id,
+        "instance_type": "g4dn.xlarge",
+        "launch_time": "2026-01-01T10:00:00+00:00",
+        "state": {"name": state},
+    }
+
+
+def _volume(instance_id: str, size: int, kind: str = "gp3") -> dict:
+    return {"id": f"vol-{instance_id}", "size": size, "type": kind,
+            "attachment_set": [{"instance_id": instance_id, "status": "attached"}]}  # fmt: skip
+
+
+STOP_PRICES = {"gp3": 0.08, "gp2": 0.10}
+
+
+def test_stop_receipt_prices_the_run_it_ends_and_the_volume_it_keeps() -> None:
+    (line,) = filters.ec2_stop_receipt(
+        [_stop_instance("i-1", "running")],
+        [_volume("i-1", 64), _volume("i-other", 500)],
+        {"g4dn.xlarge": 0.526},
+        "price table",
+        STOP_PRICES,
+        "EBS table",
+        now="2026-01-01T12:30:00Z",
+    )
+    assert line["was_running"] is True
+    assert (line["uptime"], line["estimated_cost"]) == ("2h 30m 00s", 1.315)
+    # Only the instance's own volume: 64 GB of gp3 at 0.08 USD per GB-month.
+    assert (line["volume_gb"], line["volume_monthly_cost"]) == (64, 5.12)
+    text = filters.ec2_stop_receipt_text([line], "exp1")
+    assert "i-1 (g4dn.xlarge) stopped after 2h 30m 00s up since its last start" in text
+    assert "about 1.315 USD at 0.526 USD/hour (price table)" in text
+    assert "64 GB of gp3 volume (image, data, outputs) is kept" in text
+    assert "about 5.12 USD/month (0.08 USD per GB-month of gp3; EBS table)" in text
+
+
+def test_stop_receipt_of_a_stopped_instance_bills_no_run_but_still_the_volume() -> None:
+    (line,) = filters.ec2_stop_receipt(
+        [_stop_instance("i-1", "stopped")],
+        [_volume("i-1", 100, "gp2")],
+        {"g4dn.xlarge": 0.526},
+        "price table",
+        STOP_PRICES,
+        "EBS table",
+    )
+    assert line["estimated_cost"] is None and line["uptime_seconds"] == 0
+    text = filters.ec2_stop_receipt_text([line], "exp1")
+    assert text.startswith("i-1 (g4dn.xlarge) was stopped already.")
+    assert "100 GB of gp2" in text and "about 10.0 USD/month" in text
+
+
+def test_stop_receipt_says_unknown_for_a_volume_type_without_a_price() -> None:
+    (line,) = filters.ec2_stop_receipt(
+        [_stop_instance("i-1", "running")],
+        [_volume("i-1", 64), _volume("i-1", 10, "io2")],
+        {},
+        "price table",
+        STOP_PRICES,
+        "EBS table",
+        now="2026-01-01T11:00:00Z",
+    )
+    assert line["volume_gb"] == 74 and line["volume_monthly_cost"] is None
+    text = filters.ec2_stop_receipt_text([line], "exp1")
+    assert "cost unknown (no price for this type)" in text
+    assert "cost unknown (no price for its volume type)" in text
+
+
+def test_stop_receipt_text_says_when_there_is_nothing_to_stop() -> None:
+    assert filters.ec2_stop_receipt_text([], "exp1") == "No instance of workbench exp1 to stop."
+
+
+def test_ssh_config_entry_follows_the_address_and_keeps_the_host_key_alias() -> None:
+    # A started instance has a new address: the entry changes only its HostName, and the host
+    # key is still looked up under the instance's name, so known_hosts needs no rewrite.
+    before = _options(filters.ssh_config_entry(**ENTRY))
+    after = _options(filters.ssh_config_entry(**{**ENTRY, "host_name": "198.51.100.20"}))
+    assert after["HostName"] == "198.51.100.20"
+    assert {k: v for k, v in after.items() if k != "HostName"} == {
+        k: v for k, v in before.items() if k != "HostName"
+    }
+    assert after["HostKeyAlias"] == "wyvern-exp1-me"
