@@ -10,10 +10,11 @@ it stops the notebook container. The hard limit lives in wyvern_hardstop.py, run
 timer of its own.
 
 Signals:
-  jupyter  kernels busy, or a kernel or terminal active (last_activity), read from
+  jupyter  a kernel busy, or a kernel or terminal active (last_activity), read from
            GET /api/kernels and /api/terminals with `no_track_activity=1`, so that the
            agent's polling does not itself count as activity (jupyter_server skips
-           api_last_activity for requests carrying that argument).
+           api_last_activity for requests carrying that argument). A kernel no client
+           ever connected to stays "starting": only its start time counts.
   runs     <notebook_home>/outputs/<run_id>/progress.json: {"state": starting|running|
            done|failed|stopped, "updated_at": unix time}; a starting or running run is
            activity while updated_at is at most run_heartbeat_seconds old.
@@ -113,7 +114,7 @@ def read_jupyter(
     if not isinstance(kernels, list) or not isinstance(terminals, list):
         return Reading("jupyter", UNREADABLE, detail="unexpected answer from the API")
     busy = [
-        k.get("id", "?")[:8] for k in kernels if k.get("execution_state") in ("busy", "starting")
+        k.get("id", "?")[:8] for k in kernels if k.get("execution_state") == "busy"
     ]
     stamps = [parse_iso(item.get("last_activity")) for item in [*kernels, *terminals]]
     latest = max((s for s in stamps if s is not None), default=None)
