@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 import urllib.error
 from pathlib import Path
 
@@ -291,3 +293,36 @@ def test_tick_refuses_to_terminate_unfetched_outputs(aws_config, tmp_path, monke
     assert status["verdict"] == "refused"
     assert "terminate refused: 1 output(s) not fetched (r1)" in status["warning"]
     assert not (tmp_path / "powered-off").exists()
+
+
+# ---------------------------------------------------------------- the loops without systemd
+
+
+def test_loops_start_once_and_restart_on_a_new_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    settings = {
+        "notebook_home": str(tmp_path / "home"),
+        "container": "wyvern-test-none",
+        "interval_seconds": 1,
+    }
+    settings["docker_socket"] = str(tmp_path / "no-docker.sock")
+    path.write_text(json.dumps(settings))
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    try:
+        first = agent.ensure_loops(str(path), python)
+        assert first["changed"] is True
+        assert all(Path(f"/proc/{pid}").exists() for pid in first["pids"].values())
+        again = agent.ensure_loops(str(path), python)
+        assert (again["changed"], again["pids"]) == (False, first["pids"])
+        path.write_text(json.dumps(dict(settings, idle_seconds=60)))
+        changed = agent.ensure_loops(str(path), python)
+        assert changed["changed"] is True
+        assert set(changed["pids"].values()).isdisjoint(first["pids"].values())
+        # Each loop ticks: Docker does not answer here, and the log says so.
+        deadline = time.monotonic() + 20
+        log = tmp_path / "home" / "autostop" / "agent.log"
+        while not (log.exists() and "tick failed" in log.read_text()):
+            assert time.monotonic() < deadline, "the loops never ticked"
+            time.sleep(0.2)
+    finally:
+        assert agent.stop_loops(str(path))["changed"] is True
