@@ -113,9 +113,7 @@ def read_jupyter(
         return Reading("jupyter", UNREADABLE, detail=f"GET /api/terminals failed: {exc}")
     if not isinstance(kernels, list) or not isinstance(terminals, list):
         return Reading("jupyter", UNREADABLE, detail="unexpected answer from the API")
-    busy = [
-        k.get("id", "?")[:8] for k in kernels if k.get("execution_state") == "busy"
-    ]
+    busy = [k.get("id", "?")[:8] for k in kernels if k.get("execution_state") == "busy"]
     stamps = [parse_iso(item.get("last_activity")) for item in [*kernels, *terminals]]
     latest = max((s for s in stamps if s is not None), default=None)
     summary = f"{len(kernels)} kernel(s), {len(terminals)} terminal(s)"
@@ -296,10 +294,29 @@ def policy_text(policy: dict[str, Any], started: float | None, now: float) -> st
 # ---------------------------------------------------------------- one tick
 
 
+def notebook_down(config: dict[str, Any]) -> bool:
+    """On aws: is the notebook container known to be stopped or gone? A stopped notebook
+    has no kernel to keep the instance up (Docker not answering: not known)."""
+    if config["target"] != "aws":
+        return False
+    try:
+        state = hard.container_state(config)
+    except OSError:
+        return False
+    return state is None or not state.get("Running")
+
+
 def read_signals(config: dict[str, Any], now: float) -> list[Reading]:
     home = config["notebook_home"]
+    down = notebook_down(config)
+
+    def jupyter() -> Reading:
+        if down:
+            return Reading("jupyter", IDLE, detail="notebook not running")
+        return read_jupyter(home)
+
     readers: list[tuple[str, Callable[[], Reading]]] = [
-        ("jupyter", lambda: read_jupyter(home)),
+        ("jupyter", jupyter),
         ("runs", lambda: read_runs(home, now, float(config["run_heartbeat_seconds"]))),
         ("gpu", lambda: read_gpu(now, float(config["gpu_threshold"]))),
         ("ssh", lambda: read_ssh(config["proc_root"], now)),

@@ -167,6 +167,7 @@ def config(notebook: Notebook, tmp_path: Path, idle_seconds: float) -> dict:
             {
                 "target": "aws",
                 "notebook_home": str(notebook.home),
+                "container": notebook.name,
                 "state_dir": str(tmp_path / "state"),
                 "idle_seconds": idle_seconds,
                 "warn_seconds": 0,

@@ -247,6 +247,7 @@ def aws_config(tmp_path: Path) -> dict:
                 "target": "aws",
                 "notebook_home": str(home),
                 "proc_root": str(proc),
+                "docker_socket": str(tmp_path / "no-docker.sock"),  # Docker does not answer
                 "idle_seconds": 1800,
                 "max_seconds": 43200,
                 "poweroff_command": ["/bin/sh", "-c", f"echo off > {tmp_path / 'powered-off'}"],
@@ -326,3 +327,15 @@ def test_loops_start_once_and_restart_on_a_new_config(tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         assert agent.stop_loops(str(path))["changed"] is True
+
+
+def test_a_stopped_notebook_on_aws_is_no_activity(aws_config, tmp_path, monkeypatch) -> None:
+    """Jupyter down because its container stopped: not 'unreadable' (which would keep the
+    instance up until the hard limit), but no kernel at all."""
+    monkeypatch.setattr(hard, "container_state", lambda config: {"Running": False})
+    monkeypatch.setenv("PATH", str(tmp_path))
+    status = agent.tick(aws_config, now=NOW + 3600)
+    jupyter = next(s for s in status["signals"] if s["signal"] == "jupyter")
+    assert (jupyter["state"], jupyter["detail"]) == ("idle", "notebook not running")
+    assert status["verdict"] == "act"
+    assert (tmp_path / "powered-off").exists()
