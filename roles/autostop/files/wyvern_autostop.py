@@ -349,7 +349,13 @@ def tick(config: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {"updated_at": now, "policy": policy_text(config, started, now)}
     status["hard_stop_at"] = hard.hard_deadline(config, started)
     if not running:
-        status.update(verdict="not running", signals=[])
+        # Keep what the last action was, for the report and for measuring the lag.
+        previous = hard.read_json(os.path.join(state_dir, "status.json"))
+        last_action = previous.get("last_action")
+        if previous.get("acted_at"):
+            keys = ("acted_at", "done", "last_active", "idle_for", "reason")
+            last_action = {k: previous.get(k) for k in keys}
+        status.update(verdict="not running", signals=[], last_action=last_action)
         hard.write_json(os.path.join(state_dir, "status.json"), status)
         return status
     readings = read_signals(config, now)
@@ -382,8 +388,9 @@ def tick(config: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     hard.write_json(os.path.join(state_dir, "status.json"), status)
     if status["verdict"] == "act":
         hard.log(config, "agent", f"idle for {_duration(decision['idle_for'])}: {status['reason']}")
+        status["acted_at"] = now  # the decision's time; Docker's stop takes its own
         status["done"] = hard.perform(config, status["action"])
-        status["acted_at"] = time.time()
+        status["finished_at"] = time.time()
         hard.log(config, "agent", status["done"])
         hard.write_json(os.path.join(state_dir, "status.json"), status)
     return status
