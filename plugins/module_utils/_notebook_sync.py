@@ -1,5 +1,5 @@
-# Copyright: (c) 2026, Wyvern workbench contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: Wyvern workbench team
+# Apache-2.0
 """Two-way notebook sync: the pure planner and the folder scan.
 
 The planner compares three maps of relative path -> SHA-256: the control node's folder
