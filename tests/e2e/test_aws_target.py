@@ -147,6 +147,7 @@ def test_aws_target_lifecycle(
             "ec2_gpu_instance_ssh_user": getpass.getuser(),
             "notebook_port": notebook_port,
             "ec2_gpu_instance_wait_timeout": 60,
+            "workbench_notebooks_dir": str(tmp_path / "notebooks"),
         }
         site = run_playbook(repo_root, "site.yml", env, extra)
         assert stand_in.error is None, stand_in.error
@@ -199,6 +200,24 @@ def test_aws_target_lifecycle(
         assert tunnel.rc == 0, tunnel.tail()
         # The notebook, bound to the host's loopback only, answers on our side of the tunnel.
         assert "version" in requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=10).json()
+        # The notebooks round trip over SSH: the project started with the example and was
+        # pushed at start; an edit saved through Jupyter (as the browser saves) comes home
+        # with teardown.
+        project = tmp_path / "notebooks"
+        assert (project / "transfer_learning.ipynb").is_file()
+        contents = f"http://127.0.0.1:{tunnel_port}/api/contents/notebooks/transfer_learning.ipynb"
+        token = (host_notebook_home(name) / "token").read_text().strip()
+        headers = {"Authorization": f"token {token}"}
+        notebook = requests.get(contents, headers=headers, timeout=30).json()["content"]
+        edit = {"cell_type": "markdown", "id": "edited-over-ssh", "metadata": {}, "source": ["#"]}
+        notebook["cells"].insert(0, edit)
+        saved = requests.put(
+            contents,
+            headers=headers,
+            json={"type": "notebook", "format": "json", "content": notebook},
+            timeout=30,
+        )
+        assert saved.status_code == 200, saved.text
         # A second tunnel.yml finds the tunnel open and changes nothing.
         tunnel_again = run_playbook(repo_root, "playbooks/tunnel.yml", env, tunnel_vars)
         assert tunnel_again.rc == 0, tunnel_again.tail()
@@ -224,6 +243,9 @@ def test_aws_target_lifecycle(
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down.rc == 0, down.tail(80)
+        assert "pulled to the control node: transfer_learning.ipynb" in down.output, down.tail(80)
+        cells = json.loads((project / "transfer_learning.ipynb").read_text())["cells"]
+        assert cells[0]["id"] == "edited-over-ssh"
         assert not (ssh_config.parent / f"wyvern-{name}.ctl").exists()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=5)
