@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
-BIN := $(CURDIR)/$(VENV)/bin
+BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION_LINK := collections/ansible_collections/wyvern/workbench
@@ -19,8 +19,14 @@ JUNIT = --junitxml=$(TEST_REPORTS)/junit-$@.xml
 
 setup: host venv collection
 
+# `make setup` needs only the control node (Python, ssh, rsync) and says what the local
+# target would still need; demo requires the local target, the tests their tools besides.
+SETUP_HOST_FLAGS ?=
+demo bench-playbook bench-notebook: SETUP_HOST_FLAGS = --local
+test test-fast test-unit test-integration test-molecule test-e2e test-deps: SETUP_HOST_FLAGS = --tests
+
 host:
-	@scripts/setup-host.sh
+	@scripts/setup-host.sh $(SETUP_HOST_FLAGS)
 
 # The control node needs Ansible and the AWS and Docker SDKs, nothing else: the notebook
 # and PyTorch run in the container. PyTorch and the test tools come with `make test`.
@@ -32,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
-test-deps: $(VENV)/.installed-test
+test-deps: host $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml workload/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[workload,test]' -e ./workload

@@ -20,6 +20,7 @@ import getpass
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ import docker
 import pytest
 import requests
 
+from tests.support.browser import DEVICE_OUTPUT, chromium_page, run_device_cell_in_jupyterlab
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook
 from tests.support.ports import reserved_port
@@ -104,6 +106,27 @@ def _changed_tasks(output: str) -> list[str]:
         elif line.startswith("changed:"):
             tasks.append(current)
     return tasks
+
+
+def _check_jupyterlab_through_tunnel(
+    summary: str, ssh_config: Path, name: str, tunnel_port: int
+) -> None:
+    """The token as the summary says to read it (over ssh), then JupyterLab in Chromium."""
+    match = re.search(rf"Token: ssh {re.escape(name)} sudo cat (\S+)", summary)
+    assert match, summary
+    read = ["cat", match[1]] if os.getuid() == 0 else ["sudo", "cat", match[1]]
+    token = subprocess.run(
+        ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", name, *read],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    with chromium_page() as page:
+        shown = run_device_cell_in_jupyterlab(
+            page, f"http://127.0.0.1:{tunnel_port}/lab", token, "jupyterlab-aws-tunnel"
+        )
+    assert DEVICE_OUTPUT.search(shown), shown
 
 
 def test_aws_target_lifecycle(
@@ -218,6 +241,8 @@ def test_aws_target_lifecycle(
             timeout=30,
         )
         assert saved.status_code == 200, saved.text
+        # A person's browser on this side of the tunnel uses JupyterLab with the token.
+        _check_jupyterlab_through_tunnel(site.output, ssh_config, name, tunnel_port)
         # A second tunnel.yml finds the tunnel open and changes nothing.
         tunnel_again = run_playbook(repo_root, "playbooks/tunnel.yml", env, tunnel_vars)
         assert tunnel_again.rc == 0, tunnel_again.tail()
