@@ -205,9 +205,13 @@ def test_local_target_lifecycle(repo_root, ansible_env, docker_client, workbench
     unfetched.parent.mkdir()
     unfetched.write_text("made by hand in the notebook\n")
 
+    # site.yml started the idle agent and the hard limit for this workbench.
+    assert agent_processes(wb.name), "no auto-stop agent runs for the workbench"
     down = run_playbook(repo_root, "playbooks/teardown.yml", ansible_env, wb.vars)
     assert down.rc == 0, down.tail()
     assert wb.name not in {c.name for c in docker_client.containers.list(all=True)}
+    # Teardown leaves no agent behind watching a workbench that is gone.
+    assert not agent_processes(wb.name), agent_processes(wb.name)
     docker_client.images.get(image_id)  # the image stays for the next start
     # Nothing the user made is lost: teardown fetched what only the workbench had.
     assert (wb.run_dir(run_id) / "notes-after-fetch.txt").read_text() == late.read_text()
@@ -217,3 +221,17 @@ def test_local_target_lifecycle(repo_root, ansible_env, docker_client, workbench
     down_again = run_playbook(repo_root, "playbooks/teardown.yml", ansible_env, wb.vars)
     assert down_again.rc == 0, down_again.tail()
     assert down_again.changed == 0, down_again.tail(80)
+
+
+def agent_processes(name: str) -> list[str]:
+    """Command lines of running auto-stop loops for this workbench (its config names it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            line = " ".join(a.decode(errors="replace") for a in argv if a)
+            if "wyvern_" in line and f"/{name}.json" in line:
+                found.append(line)
+    return found
