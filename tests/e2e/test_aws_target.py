@@ -112,7 +112,7 @@ def _check_jupyterlab_through_tunnel(
     summary: str, ssh_config: Path, name: str, tunnel_port: int
 ) -> None:
     """The token as the summary says to read it (over ssh), then JupyterLab in Chromium."""
-    match = re.search(rf"Token: ssh {re.escape(name)} sudo cat (\S+)", summary)
+    match = re.search(rf"Token: ssh {re.escape(name)} sudo cat ([^\s'\"]+)", summary)
     assert match, summary
     read = ["cat", match[1]] if os.getuid() == 0 else ["sudo", "cat", match[1]]
     token = subprocess.run(

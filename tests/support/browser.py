@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,10 +127,29 @@ def run_device_cell_in_jupyterlab(page: Page, lab_url: str, token: str, shot: st
         page.keyboard.insert_text(DEVICE_CELL)
         page.keyboard.press("Shift+Enter")
         output = first.locator(".jp-OutputArea-output")
-        output.filter(has_text="wyvern-device:").wait_for(state="visible", timeout=120_000)
+        _wait_for_output(page, first, output.filter(has_text="wyvern-device:"))
         return output.inner_text()
     finally:
         screenshot(page, shot)
+
+
+def _wait_for_output(page: Page, cell, output, timeout_s: float = 180) -> None:
+    """Wait for the cell's output; run the cell again while it is neither running nor
+    queued. On a slow machine the toolbar can say idle before the session's kernel is
+    attached, and JupyterLab then clears a run request instead of queueing it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            output.wait_for(state="visible", timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
+        if "*" not in cell.locator(".jp-InputPrompt").first.inner_text():
+            cell.locator(".jp-InputPrompt").first.click()
+            page.keyboard.press("Control+Enter")
 
 
 def login_page_for_wrong_token(page: Page, lab_url: str, shot: str) -> dict[str, object]:
