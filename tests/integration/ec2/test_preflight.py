@@ -161,6 +161,9 @@ def outcomes(moto_session, base_env, tmp_path_factory, tree_before) -> dict[str,
         }
         return name, run_role(env, **variables)
 
+    # pytest makes its base temporary directory on first use, and not thread-safely: three
+    # threads' first mktemp calls race on it (FileExistsError, or "not a normalized path").
+    tmp_path_factory.getbasetemp()
     # Three at a time: they mostly wait on ansible's module start-up and on moto.
     with ThreadPoolExecutor(max_workers=3) as pool:
         runs = dict(pool.map(run, CASES))
