@@ -162,6 +162,13 @@ def test_local_target_lifecycle(repo_root, ansible_env, docker_client, workbench
     assert environment["image_id"] == image_id
     for produced in ("transfer_learning.ipynb", "curves.png", "history.csv", "model.pt"):
         assert (run_dir / produced).stat().st_size > 0, produced
+    # The host's copy is marked fetched (the idle agent's rule: newer than all it holds),
+    # the mark stays on the host, and the runs page lists the run.
+    host_run = wb.home / "outputs" / run_id
+    mark = (host_run / ".fetched").stat().st_mtime
+    assert all(mark >= f.stat().st_mtime for f in host_run.iterdir()), sorted(host_run.iterdir())
+    assert not (run_dir / ".fetched").exists()
+    assert run_id in (wb.outputs / "index.html").read_text()
 
     # The same run again is found done; run_force executes it again.
     rerun = run_playbook(repo_root, "playbooks/run.yml", ansible_env, {**wb.vars, **TINY_RUN})
