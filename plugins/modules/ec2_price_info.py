@@ -17,13 +17,14 @@ description:
   - Where the Price List API does not answer (no permission, no network, an endpoint that does not serve
     it), the on-demand price comes from O(fallback_prices) and the result says so in RV(fallback_reason).
 author:
-  - Wyvern workbench team
+  - Wyvern workbench team (@wyvern-workbench)
 attributes:
   check_mode:
     support: full
     description: Only reads; runs the same in check mode.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
     description: Changes nothing on any host (the cache is the control node's own).

@@ -18,13 +18,14 @@ description:
     control node can tell a fresh workbench from the one it last synced with.
   - Called by the M(wyvern.workbench.notebook_sync) action; rarely useful alone.
 author:
-  - Wyvern workbench team
+  - Wyvern workbench team (@wyvern-workbench)
 attributes:
   check_mode:
     support: full
     description: In check mode the folder and the id file are not created.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
     description: Creates the folder and the id file once; reads otherwise.

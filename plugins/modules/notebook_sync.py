@@ -24,13 +24,14 @@ description:
   - Runs as an action plugin on the control node; the workbench is listed by
     M(wyvern.workbench.notebook_files), files move through the copy, fetch and file actions.
 author:
-  - Wyvern workbench team
+  - Wyvern workbench team (@wyvern-workbench)
 attributes:
   check_mode:
     support: full
     description: Plans and reports what would move; moves nothing and keeps the state.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
     description: A second sync with no edits moves nothing and reports no change.

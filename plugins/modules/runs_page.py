@@ -20,13 +20,14 @@ description:
   - Run it on the control node (delegated to C(localhost)) after each fetch; the page changes only when
     a run was added or changed.
 author:
-  - Wyvern workbench team
+  - Wyvern workbench team (@wyvern-workbench)
 attributes:
   check_mode:
     support: full
     description: Reports whether the page (or the cost record) would change, and writes nothing.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
     description: The same runs give the same page, byte for byte; a second run reports no change.
