@@ -38,7 +38,9 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parents[2]
 # `make test` keeps tests/output/ with the results (JUnit XML); screenshots go beside them.
 SCREENSHOTS = ROOT / "tests" / "output" / "browser"
-NOTEBOOK = "workload/notebooks/transfer_learning.ipynb"
+# The user's copy of the example notebook in notebooks/, where JupyterLab opens (the
+# workload's own copy beside it is read-only).
+NOTEBOOK = "transfer_learning.ipynb"
 # The cell a person types: it must run in the notebook's kernel, in the container.
 DEVICE_CELL = (
     "import torch\n"
@@ -101,13 +103,14 @@ def lab_url_from_summary(output: str) -> tuple[str, Path]:
 
 
 def run_device_cell_in_jupyterlab(page: Page, lab_url: str, token: str, shot: str) -> str:
-    """Open JupyterLab with the token as a person would, open the workload's notebook from
-    the file browser, add a cell that imports torch and prints the device, run it, and
-    return the output the page shows. A screenshot of the page is kept either way.
+    """Open JupyterLab with the token as a person would, open the user's notebook from the
+    file browser (it opens on notebooks/), add a cell that imports torch and prints the
+    device, run it, save the notebook (Ctrl+S), and return the output the page shows. A
+    screenshot of the page is kept either way.
     """
     try:
         page.goto(f"{lab_url}?token={token}")
-        # The file browser: workload/ -> notebooks/ -> the notebook, by double clicks.
+        # The file browser opens on notebooks/: the notebook, by a double click.
         for name in NOTEBOOK.split("/"):
             item = page.locator(".jp-DirListing-item", has_text=name).first
             item.wait_for(state="visible")
@@ -128,7 +131,14 @@ def run_device_cell_in_jupyterlab(page: Page, lab_url: str, token: str, shot: st
         page.keyboard.press("Shift+Enter")
         output = first.locator(".jp-OutputArea-output")
         _wait_for_output(page, first, output.filter(has_text="wyvern-device:"))
-        return output.inner_text()
+        shown = output.inner_text()
+        # Save as a person does; the tab loses its unsaved mark once the server has it.
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+s")
+        page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty").wait_for(
+            state="detached", timeout=60_000
+        )
+        return shown
     finally:
         screenshot(page, shot)
 

@@ -3,7 +3,7 @@
 The notebook is started by the playbooks a user runs (target, notebook, the summary), from
 the real image; headless Chromium opens the address the summary prints, with the token from
 the file it names, opens the workload's notebook, runs a cell that imports torch and sees
-its output in the page. A wrong token gets the login page. Screenshots are kept under
+its output in the page, and saves the notebook. A wrong token gets the login page. Screenshots are kept under
 tests/output/browser/.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from tests.support.browser import (
     DEVICE_OUTPUT,
@@ -92,6 +93,15 @@ def test_jupyterlab_runs_torch_in_a_real_browser(browser_ready, started_notebook
     assert match, shown
     assert match[1] == ("cuda" if HAS_GPU else "cpu"), shown
     assert match[2].startswith("2.14.1"), shown  # the image's torch, not the control node's
+    # The edited cell was saved through the UI into the user's persistent notebooks folder.
+    saved = requests.get(
+        f"{lab_url.removesuffix('/lab')}/api/contents/notebooks/transfer_learning.ipynb",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert saved.status_code == 200, saved.text
+    sources = ["".join(c["source"]) for c in saved.json()["content"]["cells"]]
+    assert any("wyvern-device" in src for src in sources), sources[:3]
 
     with chromium_page() as page:
         landed = login_page_for_wrong_token(page, lab_url, "jupyterlab-local-wrong-token")
