@@ -40,6 +40,35 @@ EPOCH_LINE = re.compile(
 )
 
 
+def _code(source: str, tags: tuple[str, ...] = ()) -> dict:
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "metadata": {"tags": list(tags)},
+        "outputs": [],
+        "source": source,
+    }
+
+
+# Not the example: no training, no metrics.json; it reads the same parameters.
+USER_NOTEBOOK = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+    },
+    "cells": [
+        _code('epochs = 1\noutput_dir = "outputs"\nrun_id = None', ("parameters",)),
+        _code(
+            "from pathlib import Path\n"
+            "out = Path(output_dir) / run_id\n"
+            "out.mkdir(parents=True, exist_ok=True)\n"
+            "(out / 'hello.txt').write_text(f'epochs={epochs}')"
+        ),
+    ],
+}
+
+
 @pytest.fixture
 def workbench(
     docker_client, notebook_image: str, repo_root: Path, ansible_env, tmp_path: Path
@@ -62,7 +91,11 @@ def workbench(
             "workbench_name": name,
             "notebook_port": port,
             "workbench_outputs_dir": str(tmp_path / "outputs"),
+            "workbench_notebooks_dir": str(tmp_path / "notebooks"),
         }
+        # The user's own notebook in their project: the notebook play syncs it over.
+        (tmp_path / "notebooks").mkdir()
+        (tmp_path / "notebooks" / "mine.ipynb").write_text(json.dumps(USER_NOTEBOOK))
         try:
             started = run_playbook(repo_root, str(up), ansible_env, settings)
             assert started.rc == 0, started.tail()
@@ -121,3 +154,27 @@ def test_group_vars_set_the_run_and_each_epoch_is_shown(
     text = " ".join(failed.output.split())
     assert "The notebook failed (papermill rc=1, training state failed)" in text, failed.tail(60)
     assert "data root /workspace/data/empty has no train/ directory" in text, failed.tail(60)
+
+    # Any notebook of the user's project runs the same way, with the same parameters.
+    mine = run_playbook(
+        repo_root,
+        "playbooks/run.yml",
+        ansible_env,
+        {**workbench, "run_notebook": "notebooks/mine.ipynb"},
+        inventory,
+    )
+    assert mine.rc == 0, mine.tail(60)
+    assert "notebooks/mine.ipynb executed" in mine.output, mine.tail(40)
+    outputs = run_outputs_dir(
+        workbench["workbench_outputs_dir"], "localhost", workbench["workbench_name"]
+    )
+    (mine_dir,) = [d for d in outputs.iterdir() if (d / "mine.ipynb").exists()]
+    assert (mine_dir / "hello.txt").read_text() == "epochs=2"  # group_vars reached it
+    again = run_playbook(
+        repo_root,
+        "playbooks/run.yml",
+        ansible_env,
+        {**workbench, "run_notebook": "notebooks/mine.ipynb"},
+        inventory,
+    )
+    assert again.rc == 0 and again.changed == 0, again.tail(60)
