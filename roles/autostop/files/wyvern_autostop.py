@@ -26,6 +26,7 @@ Signals:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -448,16 +449,39 @@ def ensure_loops(config_path: str, python: str) -> dict[str, Any]:
     return {"changed": changed, "pids": pids}
 
 
+def _loop_pids(config_path: str) -> list[int]:
+    """Every loop process started for this config, found by its command line (not only by
+    the pidfiles, which a restart or a race can leave behind)."""
+    needle = os.path.abspath(config_path).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in argv and b"--loop" in argv:
+            found.append(int(entry))
+    return found
+
+
 def stop_loops(config_path: str) -> dict[str, Any]:
-    config = hard.load_config(config_path)
-    changed = False
-    for kind in ("agent", "hardstop"):
-        pidfile = os.path.join(config["state_dir"], f"{kind}.pid")
-        pid = int(hard.read_json(pidfile).get("pid", 0) or 0)
-        if pid > 0 and _alive(pid, os.path.abspath(config_path)):
+    """Stop both loops of this config and wait until they are gone (SIGKILL after 10 s)."""
+    pids = _loop_pids(config_path)
+    needle = os.path.abspath(config_path)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-            changed = True
-    return {"changed": changed}
+    deadline = time.monotonic() + 10
+    while any(_alive(pid, needle) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid, needle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return {"changed": bool(pids)}
 
 
 def main(argv: list[str] | None = None) -> int:

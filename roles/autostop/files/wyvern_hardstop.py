@@ -346,7 +346,8 @@ def hard_tick(config: dict[str, Any], now: float | None = None) -> dict[str, Any
 
 
 def run_loop(config_path: str, tick, who: str) -> int:
-    """Run tick(config) every interval until the config file goes away or a signal."""
+    """Run tick(config) every interval until the config file or the notebook's folder goes
+    away (a workbench removed without teardown leaves no watcher behind), or a signal."""
     stop = {"now": False}
 
     def handle(signum: int, frame: Any) -> None:
@@ -358,6 +359,8 @@ def run_loop(config_path: str, tick, who: str) -> int:
         if not os.path.exists(config_path):
             return 0
         config = load_config(config_path)
+        if not os.path.isdir(config["notebook_home"]):
+            return 0
         try:
             tick(config)
         except Exception as exc:

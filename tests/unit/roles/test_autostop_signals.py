@@ -308,6 +308,7 @@ def test_loops_start_once_and_restart_on_a_new_config(tmp_path: Path) -> None:
     }
     settings["docker_socket"] = str(tmp_path / "no-docker.sock")
     path.write_text(json.dumps(settings))
+    (tmp_path / "home").mkdir()  # the notebook's folder, as the notebook role made it
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
     try:
         first = agent.ensure_loops(str(path), python)
@@ -339,3 +340,15 @@ def test_a_stopped_notebook_on_aws_is_no_activity(aws_config, tmp_path, monkeypa
     assert (jupyter["state"], jupyter["detail"]) == ("idle", "notebook not running")
     assert status["verdict"] == "act"
     assert (tmp_path / "powered-off").exists()
+
+
+def test_a_loop_ends_when_its_workbench_folder_is_gone(tmp_path: Path) -> None:
+    """A workbench removed without teardown (its notebook folder deleted) leaves no loop
+    ticking for ever: the loop returns without a tick."""
+    path = tmp_path / "config.json"
+    settings = {"notebook_home": str(tmp_path / "gone"), "container": "x", "interval_seconds": 1}
+    path.write_text(json.dumps(settings))
+    ticks: list[object] = []
+    started = time.monotonic()
+    assert hard.run_loop(str(path), ticks.append, "agent") == 0
+    assert ticks == [] and time.monotonic() - started < 5
