@@ -225,7 +225,7 @@ def test_aws_target_lifecycle(
         assert "version" in requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=10).json()
         # The notebooks round trip over SSH: the project started with the example and was
         # pushed at start; an edit saved through Jupyter (as the browser saves) comes home
-        # with teardown.
+        # with the next sync (run.yml's, before its fetch) and stays through teardown.
         project = tmp_path / "notebooks"
         assert (project / "transfer_learning.ipynb").is_file()
         contents = f"http://127.0.0.1:{tunnel_port}/api/contents/notebooks/transfer_learning.ipynb"
@@ -257,6 +257,8 @@ def test_aws_target_lifecycle(
         inventory = ["inventory/aws_ec2.yml"]
         run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **SMALL_RUN}, inventory)
         assert run.rc == 0, run.tail(80)
+        # run.yml brings the notebooks home before its fetch: the edit saved over the tunnel.
+        assert "pulled to the control node: transfer_learning.ipynb" in run.output, run.tail(80)
         # Keyed by the inventory host (the instance's Name tag) and the workbench.
         (run_dir,) = run_outputs_dir(outputs, alias, name).iterdir()
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"]
@@ -268,7 +270,6 @@ def test_aws_target_lifecycle(
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down.rc == 0, down.tail(80)
-        assert "pulled to the control node: transfer_learning.ipynb" in down.output, down.tail(80)
         cells = json.loads((project / "transfer_learning.ipynb").read_text())["cells"]
         # The edit saved through the API is there (the browser's saved cell too).
         assert any(c.get("id") == "edited-over-ssh" for c in cells), [c.get("id") for c in cells]
