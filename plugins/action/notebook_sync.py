@@ -20,6 +20,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_sync import (
     DEFAULT_IGNORE,
+    SYNC_ARGUMENT_SPEC,
     Plan,
     plan_strays,
     plan_sync,
@@ -28,19 +29,7 @@ from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_sync im
 
 STATE_VERSION = 1
 
-ARGUMENT_SPEC: dict[str, Any] = {
-    "src": {"type": "path", "required": True},
-    "dest": {"type": "path", "required": True},
-    "state_file": {"type": "path", "required": True},
-    "id_file": {"type": "path", "required": True},
-    "owner": {"type": "str"},
-    "group": {"type": "str"},
-    "mode": {"type": "str", "default": "0664"},
-    "ignore": {"type": "list", "elements": "str"},
-    "strays_root": {"type": "path"},
-    "strays_prune": {"type": "list", "elements": "str", "default": []},
-    "strays_dest": {"type": "path"},
-}
+ARGUMENT_SPEC: dict[str, Any] = SYNC_ARGUMENT_SPEC
 
 
 def load_state(path: str) -> dict[str, Any]:

@@ -21,6 +21,23 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+# The options of wyvern.workbench.notebook_sync, declared once: the action validates its
+# arguments with them and the module (its documentation stub) declares them from here.
+SYNC_ARGUMENT_SPEC: dict = {
+    "src": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "state_file": {"type": "path", "required": True},
+    "id_file": {"type": "path", "required": True},
+    "owner": {"type": "str"},
+    "group": {"type": "str"},
+    "mode": {"type": "str", "default": "0664"},
+    "ignore": {"type": "list", "elements": "str"},
+    "strays_root": {"type": "path"},
+    "strays_prune": {"type": "list", "elements": "str", "default": []},
+    "strays_dest": {"type": "path"},
+}
+
+
 # Jupyter's own files (checkpoints, atomic-save temporaries, the trash), caches and VCS
 # folders: never synced, never reported as strays.
 DEFAULT_IGNORE = (

@@ -147,23 +147,14 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_sync import (
+    SYNC_ARGUMENT_SPEC,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path", "required": True},
-            "dest": {"type": "path", "required": True},
-            "state_file": {"type": "path", "required": True},
-            "id_file": {"type": "path", "required": True},
-            "owner": {"type": "str"},
-            "group": {"type": "str"},
-            "mode": {"type": "str", "default": "0664"},
-            "ignore": {"type": "list", "elements": "str"},
-            "strays_root": {"type": "path"},
-            "strays_prune": {"type": "list", "elements": "str", "default": []},
-            "strays_dest": {"type": "path"},
-        },
+        argument_spec=SYNC_ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     module.fail_json(
