@@ -78,5 +78,38 @@ def _build(client: docker.DockerClient, tag: str) -> str:
     return tag
 
 
+SYSTEMD_IMAGE = "wyvern-test/debian-systemd:bookworm"
+SYSTEMD_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd systemd-sysv dbus \\
+ && rm -rf /var/lib/apt/lists/*
+STOPSIGNAL SIGRTMIN+3
+CMD ["/lib/systemd/systemd"]
+"""
+# What systemd as PID 1 needs in a container on these machines (no --privileged).
+SYSTEMD_RUN_OPTIONS = {
+    "cgroupns": "host",
+    "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+    "cap_add": ["SYS_ADMIN"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    "tmpfs": {"/run": "", "/run/lock": ""},
+}
+
+
+def build_systemd_image(client: docker.DockerClient) -> str:
+    """A Debian 12 image whose PID 1 is systemd (timers, units, `shutdown`), built once."""
+    build_base_image(client, BASE_IMAGE)
+    if image_exists(client, SYSTEMD_IMAGE):
+        return SYSTEMD_IMAGE
+    with machine_lock(f"image {SYSTEMD_IMAGE}"):
+        if not image_exists(client, SYSTEMD_IMAGE):
+            with tempfile.TemporaryDirectory(prefix="wyvern-systemd-") as tmp:
+                with open(os.path.join(tmp, "Dockerfile"), "w", encoding="utf-8") as handle:
+                    handle.write(SYSTEMD_DOCKERFILE)
+                client.images.build(path=tmp, tag=SYSTEMD_IMAGE, rm=True, pull=False)
+    return SYSTEMD_IMAGE
+
+
 if __name__ == "__main__":
     print(build_base_image(docker.from_env(), sys.argv[1] if len(sys.argv) > 1 else BASE_IMAGE))
