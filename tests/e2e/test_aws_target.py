@@ -263,10 +263,52 @@ def test_aws_target_lifecycle(
         (run_dir,) = run_outputs_dir(outputs, alias, name).iterdir()
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"]
 
+        # Stop and start through SSH: the instance stops (sshd goes away with it), starts at
+        # the new address EC2 gives it, and the same notebook answers there with the same
+        # token; the SSH config entry and `ssh <name>` follow the new address.
+        first_address = instance["PublicIpAddress"]
+        stopped = run_playbook(repo_root, "playbooks/stop.yml", env, extra)
+        assert stopped.rc == 0, stopped.tail(80)
+        assert "USD/month" in _flat(stopped.output), stopped.tail(80)
+        state = ec2.describe_instances(InstanceIds=resources["instances"])["Reservations"][0]
+        assert state["Instances"][0]["State"]["Name"] == "stopped"
+        stopped_again = run_playbook(repo_root, "playbooks/stop.yml", env, extra)
+        assert stopped_again.rc == 0, stopped_again.tail(80)
+        assert stopped_again.changed == 0, _changed_tasks(stopped_again.output)
+        started = run_playbook(repo_root, "playbooks/start.yml", env, extra)
+        assert stand_in.error is None, stand_in.error
+        assert started.rc == 0, started.tail(80)
+        (restarted,) = [
+            i
+            for r in ec2.describe_instances(InstanceIds=resources["instances"])["Reservations"]
+            for i in r["Instances"]
+        ]
+        new_address = restarted["PublicIpAddress"]
+        assert new_address != first_address, "moto gives a started instance a new address"
+        assert stand_in.boots == [first_address, new_address], stand_in.boots
+        entry = ssh_config.read_text().split(f"Host {name}\n", 1)[1].split("# END", 1)[0]
+        assert f"HostName {new_address}" in entry, entry
+        probe = subprocess.run(
+            ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", name, "echo", "reached"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert probe.stdout.strip() == "reached", probe.stderr
+        assert (host_notebook_home(name) / "token").read_text().strip() == token
+        started_again = run_playbook(repo_root, "playbooks/start.yml", env, extra)
+        assert started_again.rc == 0, started_again.tail(80)
+        assert started_again.changed == 0, _changed_tasks(started_again.output)
+
         # Teardown closes a tunnel that is open (the user forgot it).
         reopened = run_playbook(repo_root, "playbooks/tunnel.yml", env, tunnel_vars)
         assert reopened.rc == 0, reopened.tail()
         assert requests.get(f"http://127.0.0.1:{tunnel_port}/api", timeout=10).ok
+        # Through the tunnel to the new address, the same token still opens the notebook.
+        status = requests.get(
+            f"http://127.0.0.1:{tunnel_port}/api/status", headers=headers, timeout=10
+        )
+        assert status.status_code == 200, status.text
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down.rc == 0, down.tail(80)

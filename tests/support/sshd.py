@@ -171,11 +171,13 @@ def address_on_loopback(address: str) -> Iterator[None]:
 
 
 class StandInInstance:
-    """Boots a stand-in for the EC2 instance that moto "launches", as the instance would boot.
+    """Stands in for the EC2 instance that moto "launches", following its life as it would run.
 
-    A thread waits for the running instance tagged ``workbench:name=<name>``, takes the
-    address EC2 gave it and its user data, and starts sshd at that address on port 22 with
-    the host key cloud-init would install from the user data.
+    A thread watches the instance tagged ``workbench:name=<name>``: when it runs with a public
+    address, sshd starts at that address on port 22 with the host key cloud-init would
+    install from the user data; when it stops, sshd goes away; when it starts again at
+    another address (EC2 gives a stopped instance a new one), sshd comes back there.
+    ``boots`` lists the addresses it booted at, in order.
     """
 
     def __init__(self, ec2, name: str, workdir: Path, authorized_key: Path) -> None:
@@ -185,43 +187,64 @@ class StandInInstance:
         self.authorized_key = authorized_key
         self.server: SshServer | None = None
         self.error: BaseException | None = None
+        self.boots: list[str] = []
         self.ready = threading.Event()
-        self._stack = ExitStack()
+        self._boot_stack: ExitStack | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._boot, daemon=True)
+        self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def _find(self) -> dict | None:
         reservations = self.ec2.describe_instances(
             Filters=[
                 {"Name": "tag:workbench:name", "Values": [self.name]},
-                {"Name": "instance-state-name", "Values": ["running"]},
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped"],
+                },
             ]
         )["Reservations"]
         instances = [i for r in reservations for i in r["Instances"]]
         return instances[0] if instances else None
 
-    def _boot(self) -> None:
+    def _power_off(self) -> None:
+        if self._boot_stack is not None:
+            self._boot_stack.close()
+        self._boot_stack, self.server = None, None
+
+    def _boot(self, instance: dict) -> None:
         import base64
 
+        data = self.ec2.describe_instance_attribute(
+            InstanceId=instance["InstanceId"], Attribute="userData"
+        )["UserData"]["Value"]
+        host_key = host_key_from_user_data(base64.b64decode(data).decode())
+        address = instance["PublicIpAddress"]
+        stack = ExitStack()
         try:
-            while not self._stop.is_set():
-                instance = self._find()
-                if instance and instance.get("PublicIpAddress"):
-                    break
-                time.sleep(0.3)
-            else:
-                return
-            data = self.ec2.describe_instance_attribute(
-                InstanceId=instance["InstanceId"], Attribute="userData"
-            )["UserData"]["Value"]
-            host_key = host_key_from_user_data(base64.b64decode(data).decode())
-            address = instance["PublicIpAddress"]
-            self._stack.enter_context(address_on_loopback(address))
-            self.server = self._stack.enter_context(
+            stack.enter_context(address_on_loopback(address))
+            self.server = stack.enter_context(
                 ssh_server(
                     self.workdir, self.authorized_key, host_key, port=22, address=address, sudo=True
                 )
             )
+        except BaseException:
+            stack.close()
+            raise
+        self._boot_stack = stack
+        self.boots.append(address)
+
+    def _follow(self) -> None:
+        try:
+            while not self._stop.is_set():
+                instance = self._find()
+                running = instance is not None and instance["State"]["Name"] == "running"
+                address = instance.get("PublicIpAddress") if running else None
+                if self.server is not None and self.server.host != address:
+                    self._power_off()
+                if address and self.server is None:
+                    self._boot(instance)
+                    self.ready.set()
+                self._stop.wait(0.3)
         except BaseException as exc:  # reported to the test, which asserts on it
             self.error = exc
         finally:
@@ -234,4 +257,4 @@ class StandInInstance:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        self._stack.close()
+        self._power_off()
