@@ -533,6 +533,23 @@ def stop_loops(config_path: str) -> dict[str, Any]:
     return {"changed": bool(pids)}
 
 
+def policy_report(config: dict[str, Any]) -> dict[str, Any]:
+    """The policy for people and the last warning the agent gave (status.json), acting on
+    nothing: what the role shows and site.yml's report prints."""
+    now = time.time()
+    try:
+        started, running = hard.started_at(config)
+    except OSError:
+        started, running = None, True
+    status = hard.read_json(os.path.join(config["state_dir"], "status.json"))
+    return {
+        "policy": policy_text(config, started, now),
+        "hard_stop_at": hard.hard_deadline(config, started),
+        "running": running,
+        "warning": status.get("warning") or "",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -541,34 +558,26 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument(
         "--policy", action="store_true", help="print the policy as JSON, act on nothing"
     )
-    mode.add_argument("--ensure-loops", action="store_true", help="start or restart both loops")
+    mode.add_argument(
+        "--ensure-loops",
+        action="store_true",
+        help="start or restart both loops, then print the policy as --policy does",
+    )
     mode.add_argument("--stop-loops", action="store_true", help="stop both loops")
     args = parser.parse_args(argv)
     if args.loop:
         return hard.run_loop(args.config, tick, "agent")
     if args.ensure_loops:
-        print(json.dumps(ensure_loops(args.config, sys.executable)))
+        # One call for the role: the loops, then the policy they apply.
+        loops = ensure_loops(args.config, sys.executable)
+        print(json.dumps({**loops, **policy_report(hard.load_config(args.config))}))
         return 0
     if args.stop_loops:
         print(json.dumps(stop_loops(args.config)))
         return 0
     config = hard.load_config(args.config)
     if args.policy:
-        now = time.time()
-        try:
-            started, running = hard.started_at(config)
-        except OSError:
-            started, running = None, True
-        deadline = hard.hard_deadline(config, started)
-        print(
-            json.dumps(
-                {
-                    "policy": policy_text(config, started, now),
-                    "hard_stop_at": deadline,
-                    "running": running,
-                }
-            )
-        )
+        print(json.dumps(policy_report(config)))
         return 0
     print(json.dumps(tick(config)))
     return 0

@@ -388,3 +388,23 @@ def test_a_loop_ends_when_its_workbench_folder_is_gone(tmp_path: Path) -> None:
     started = time.monotonic()
     assert hard.run_loop(str(path), ticks.append, "agent") == 0
     assert ticks == [] and time.monotonic() - started < 5
+
+
+def test_the_loop_wakes_when_the_window_ends(tmp_path: Path) -> None:
+    """An idle verdict whose window ends before the next interval: the next tick comes a
+    hair after the window's end, not a whole interval later (the stop lag's granularity)."""
+    path = tmp_path / "config.json"
+    (tmp_path / "home").mkdir()
+    settings = {"notebook_home": str(tmp_path / "home"), "container": "x", "interval_seconds": 30}
+    path.write_text(json.dumps(settings))
+    ticks: list[float] = []
+
+    def tick(config: dict) -> dict:
+        ticks.append(time.time())
+        if len(ticks) == 2:
+            path.unlink()  # ends the loop
+        return {"verdict": "idle", "act_at": ticks[0] + 0.4}
+
+    assert hard.run_loop(str(path), tick, "agent") == 0
+    assert len(ticks) == 2
+    assert ticks[0] + 0.4 <= ticks[1] < ticks[0] + 5  # never early, not 30 s later
