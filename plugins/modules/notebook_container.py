@@ -239,6 +239,14 @@ probe:
       description: CUDA device names.
       type: list
       elements: str
+probe_recorded:
+  description:
+    - V(true) when O(state=started) found the container healthy and unchanged since its last good
+      probe (same container, same start, image id, GPUs, host driver and GPU expectation) and
+      reused that probe's answer, kept in C(<token_file>.probe.json), instead of importing
+      PyTorch again. Every start, re-creation, restart or driver change probes anew.
+  returned: always
+  type: bool
 token_file:
   description: Host file that holds the token.
   returned: state is started

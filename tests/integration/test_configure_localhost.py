@@ -112,6 +112,16 @@ def test_configure_on_a_host_with_docker_changes_nothing(
         messages
     )
     assert any("already answers" in m for m in messages), messages
+    # docker_engine is reached twice (the play's role, the toolkit's dependency); the daemon
+    # is asked once per run, not four times (a no-op rerun's cost, BENCHMARKS.md).
+    probes = [
+        task["hosts"]["localhost"]
+        for play in result["plays"]
+        for task in play["tasks"]
+        if task["task"]["name"].endswith(": Ask the Docker daemon for its version and runtimes")
+        and not task["hosts"].get("localhost", {}).get("skipped")
+    ]
+    assert len(probes) == 1, probes
 
     # The shared daemon kept running: the same process, still answering.
     assert _dockerd_process() == daemon_before

@@ -6,9 +6,11 @@ port file; and whether a port is free. Check mode reports what would change, wri
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
+from typing import Any
 
 from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.spec import (
     token_mount_path,
@@ -104,3 +106,31 @@ def port_is_free(address: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def probe_record_path(token_file: str) -> str:
+    """Where the last good probe of the container is kept (next to the token file)."""
+    return f"{token_file}.probe.json"
+
+
+def read_probe_record(path: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The probe recorded for exactly this ``key``, or None (no record, another key, unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key:
+        return None
+    probe = record.get("probe")
+    return probe if isinstance(probe, dict) else None
+
+
+def write_probe_record(path: str, key: dict[str, Any], probe: dict[str, Any]) -> None:
+    """Keep the last good probe (versions and the GPU answer; no secret), 0600 like the token."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"key": key, "probe": probe}, handle, sort_keys=True)
+    os.replace(tmp, path)

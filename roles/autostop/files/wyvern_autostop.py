@@ -14,7 +14,10 @@ Signals:
            GET /api/kernels and /api/terminals with `no_track_activity=1`, so that the
            agent's polling does not itself count as activity (jupyter_server skips
            api_last_activity for requests carrying that argument). A kernel no client
-           ever connected to stays "starting": only its start time counts.
+           ever connected to stays "starting": only its start time counts. Nothing
+           answering on the port within START_GRACE seconds of the container's start is
+           Jupyter starting: the start is the last activity, and the agent does not act
+           until Jupyter answers (later, or any other failure: unreadable).
   runs     <notebook_home>/outputs/<run_id>/progress.json: {"state": starting|running|
            done|failed|stopped, "updated_at": unix time}; a starting or running run is
            activity while updated_at is at most run_heartbeat_seconds old.
@@ -48,18 +51,29 @@ import wyvern_hardstop as hard
 UTC = hard.UTC
 
 ACTIVE, IDLE, UNREADABLE, ABSENT = "active", "idle", "unreadable", "absent"
+# Jupyter not answering yet right after its container started: keeps the workbench up
+# like activity, but its activity time is the start, not each tick that saw it starting.
+STARTING = "starting"
+# Seconds after the container's start during which a refused or reset connection is
+# Jupyter starting (it answers within seconds; later it is unreadable, i.e. activity).
+START_GRACE = 120.0
 RUNNING_STATES = ("starting", "running")
 SSH_TTY = re.compile(r"^sshd(?:-session)?: (\S+)@(pts/\d+|tty\d*)")
 
 
 @dataclasses.dataclass(frozen=True)
 class Reading:
-    """One signal's reading: its state, the latest activity it saw, and why."""
+    """One signal's reading: its state, the latest activity it saw, and why.
+
+    ``seen_at``: for an active (or starting) reading, when the activity that keeps the
+    workbench up was last real: a run's last heartbeat, the container's start. None: now.
+    """
 
     signal: str
     state: str
     last_active: float | None = None
     detail: str = ""
+    seen_at: float | None = None
 
 
 # ---------------------------------------------------------------- signals
@@ -89,10 +103,23 @@ def jupyter_get(url: str, token: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
+def _nothing_answers(exc: BaseException) -> bool:
+    """A refused or reset connection: no server listens behind the port (yet)."""
+    return isinstance(exc, ConnectionError) or isinstance(
+        getattr(exc, "reason", None), ConnectionError
+    )
+
+
 def read_jupyter(
-    notebook_home: str, host: str = "127.0.0.1", get: Callable[[str, str], Any] = jupyter_get
+    notebook_home: str,
+    host: str = "127.0.0.1",
+    get: Callable[[str, str], Any] = jupyter_get,
+    started: float | None = None,
+    now: float | None = None,
 ) -> Reading:
-    """Kernels and terminals through the REST API, without touching the server's clock."""
+    """Kernels and terminals through the REST API, without touching the server's clock.
+    ``started``: when the notebook container started (a refused connection within
+    START_GRACE of it is Jupyter starting)."""
     try:
         port = int(_read_text(os.path.join(notebook_home, "port")))
         token = _read_text(os.path.join(notebook_home, "token"))
@@ -102,6 +129,14 @@ def read_jupyter(
     try:
         kernels = get(f"{base}/kernels?no_track_activity=1", token)
     except (OSError, ValueError, urllib.error.URLError) as exc:
+        now = time.time() if now is None else now
+        if started is not None and _nothing_answers(exc) and 0 <= now - started <= START_GRACE:
+            return Reading(
+                "jupyter",
+                STARTING,
+                detail=f"starting: nothing answers yet, {now - started:.0f} s after the start",
+                seen_at=started,
+            )
         return Reading("jupyter", UNREADABLE, detail=f"GET /api/kernels failed: {exc}")
     try:
         terminals = get(f"{base}/terminals?no_track_activity=1", token)
@@ -132,7 +167,7 @@ def read_runs(notebook_home: str, now: float, heartbeat: float) -> Reading:
         return Reading("runs", IDLE, detail="no outputs directory")
     except OSError as exc:
         return Reading("runs", UNREADABLE, detail=f"cannot list {root}: {exc}")
-    live, stale, bad, latest = [], [], [], None
+    live, stale, bad, latest, beat = [], [], [], None, None
     for entry in entries:
         path = os.path.join(root, entry, "progress.json")
         try:
@@ -151,11 +186,17 @@ def read_runs(notebook_home: str, now: float, heartbeat: float) -> Reading:
             continue
         latest = updated if latest is None else max(latest, updated)
         if state in RUNNING_STATES:
-            (live if now - updated <= heartbeat else stale).append(entry)
+            if now - updated <= heartbeat:
+                live.append(entry)
+                beat = updated if beat is None else max(beat, updated)
+            else:
+                stale.append(entry)
     if bad:
         return Reading("runs", UNREADABLE, latest, f"unreadable progress.json in {', '.join(bad)}")
     if live:
-        return Reading("runs", ACTIVE, latest, f"running: {', '.join(live)}")
+        # A live run is activity as of its last heartbeat: once it stops beating, the idle
+        # clock runs from there, not from the last tick within the heartbeat tolerance.
+        return Reading("runs", ACTIVE, latest, f"running: {', '.join(live)}", seen_at=beat)
     detail = (
         f"stale heartbeat (not activity): {', '.join(stale)}" if stale else "no run in progress"
     )
@@ -224,17 +265,22 @@ def decide(
     (off, active, idle, warn, act) out, with the idle clock and the reasons.
 
     The idle clock runs from the latest of: the last tick that saw activity (previous),
-    the workbench's start (started), and any activity time a signal reports. A signal
-    that is active or unreadable makes `now` the last activity.
+    the workbench's start (started), and any activity time a signal reports. An active
+    signal's activity is `now` unless it says when it was last real (`seen_at`: a run's
+    last heartbeat, Jupyter still starting since the container's start), so a run that
+    died is idle from its last heartbeat, not from the tick that last believed it. An
+    unreadable signal makes `now` the last activity. Active, starting or unreadable: the
+    agent does not act.
     """
     readings = list(readings)
-    busy = [r for r in readings if r.state == ACTIVE]
+    busy = [r for r in readings if r.state in (ACTIVE, STARTING)]
     unreadable = [r for r in readings if r.state == UNREADABLE]
     stamps = [t for t in (previous, started) if t is not None]
     stamps += [r.last_active for r in readings if r.last_active is not None]
-    last_active = now if busy or unreadable else min(max(stamps, default=now), now)
+    stamps += [now if r.seen_at is None else r.seen_at for r in busy]
+    last_active = now if unreadable else min(max(stamps, default=now), now)
     idle_seconds = policy["idle_seconds"]
-    reasons = [f"{r.signal} active: {r.detail}" for r in busy]
+    reasons = [f"{r.signal} {r.state}: {r.detail}" for r in busy]
     reasons += [f"{r.signal} unreadable (counts as activity): {r.detail}" for r in unreadable]
     idle_for = now - last_active
     if not idle_seconds:
@@ -295,26 +341,29 @@ def policy_text(policy: dict[str, Any], started: float | None, now: float) -> st
 # ---------------------------------------------------------------- one tick
 
 
-def notebook_down(config: dict[str, Any]) -> bool:
-    """On aws: is the notebook container known to be stopped or gone? A stopped notebook
-    has no kernel to keep the instance up (Docker not answering: not known)."""
-    if config["target"] != "aws":
-        return False
+def notebook_container(config: dict[str, Any]) -> tuple[bool, float | None]:
+    """(is the notebook container known to be stopped or gone, when it started). A
+    stopped notebook has no kernel to keep the instance up (Docker not answering: not
+    known, and no start time)."""
     try:
         state = hard.container_state(config)
     except OSError:
-        return False
-    return state is None or not state.get("Running")
+        return False, None
+    if state is None or not state.get("Running"):
+        return True, None
+    return False, hard.parse_docker_time(state.get("StartedAt", ""))
 
 
 def read_signals(config: dict[str, Any], now: float) -> list[Reading]:
     home = config["notebook_home"]
-    down = notebook_down(config)
+    down, started = notebook_container(config)
+    # On local a stopped notebook is handled before (the tick does not read signals).
+    down = down and config["target"] == "aws"
 
     def jupyter() -> Reading:
         if down:
             return Reading("jupyter", IDLE, detail="notebook not running")
-        return read_jupyter(home)
+        return read_jupyter(home, started=started, now=now)
 
     readers: list[tuple[str, Callable[[], Reading]]] = [
         ("jupyter", jupyter),
@@ -484,6 +533,23 @@ def stop_loops(config_path: str) -> dict[str, Any]:
     return {"changed": bool(pids)}
 
 
+def policy_report(config: dict[str, Any]) -> dict[str, Any]:
+    """The policy for people and the last warning the agent gave (status.json), acting on
+    nothing: what the role shows and site.yml's report prints."""
+    now = time.time()
+    try:
+        started, running = hard.started_at(config)
+    except OSError:
+        started, running = None, True
+    status = hard.read_json(os.path.join(config["state_dir"], "status.json"))
+    return {
+        "policy": policy_text(config, started, now),
+        "hard_stop_at": hard.hard_deadline(config, started),
+        "running": running,
+        "warning": status.get("warning") or "",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -492,34 +558,26 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument(
         "--policy", action="store_true", help="print the policy as JSON, act on nothing"
     )
-    mode.add_argument("--ensure-loops", action="store_true", help="start or restart both loops")
+    mode.add_argument(
+        "--ensure-loops",
+        action="store_true",
+        help="start or restart both loops, then print the policy as --policy does",
+    )
     mode.add_argument("--stop-loops", action="store_true", help="stop both loops")
     args = parser.parse_args(argv)
     if args.loop:
         return hard.run_loop(args.config, tick, "agent")
     if args.ensure_loops:
-        print(json.dumps(ensure_loops(args.config, sys.executable)))
+        # One call for the role: the loops, then the policy they apply.
+        loops = ensure_loops(args.config, sys.executable)
+        print(json.dumps({**loops, **policy_report(hard.load_config(args.config))}))
         return 0
     if args.stop_loops:
         print(json.dumps(stop_loops(args.config)))
         return 0
     config = hard.load_config(args.config)
     if args.policy:
-        now = time.time()
-        try:
-            started, running = hard.started_at(config)
-        except OSError:
-            started, running = None, True
-        deadline = hard.hard_deadline(config, started)
-        print(
-            json.dumps(
-                {
-                    "policy": policy_text(config, started, now),
-                    "hard_stop_at": deadline,
-                    "running": running,
-                }
-            )
-        )
+        print(json.dumps(policy_report(config)))
         return 0
     print(json.dumps(tick(config)))
     return 0

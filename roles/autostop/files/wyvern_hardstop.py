@@ -361,11 +361,18 @@ def run_loop(config_path: str, tick, who: str) -> int:
         config = load_config(config_path)
         if not os.path.isdir(config["notebook_home"]):
             return 0
+        result: Any = None
         try:
-            tick(config)
+            result = tick(config)
         except Exception as exc:
             log(config, who, f"tick failed: {type(exc).__name__}: {exc}")
-        deadline = time.monotonic() + config["interval_seconds"]
+        wait = float(config["interval_seconds"])
+        act_at = result.get("act_at") if isinstance(result, dict) else None
+        if result and result.get("verdict") in ("idle", "warn") and act_at:
+            # Wake when the window ends rather than up to one interval later (a hair
+            # after it, so the next tick never acts early).
+            wait = min(wait, max(0.05, act_at + 0.05 - time.time()))
+        deadline = time.monotonic() + wait
         while not stop["now"] and time.monotonic() < deadline:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
     return 0

@@ -67,6 +67,34 @@ def test_activity_a_signal_saw_restarts_the_clock() -> None:
     assert (out["verdict"], out["idle_for"]) == ("idle", 10 * MIN)
 
 
+def test_a_dead_run_is_idle_from_its_last_heartbeat() -> None:
+    """A run alive within its heartbeat tolerance keeps the workbench up, but its activity
+    is its last heartbeat: once it stops beating, the window counts from that beat, not
+    from the last tick that still believed it (the tolerance must not add to the stop lag)."""
+    beat = NOW - 100.0  # within a 120 s tolerance
+    alive = agent.Reading("runs", A, beat, "running: r1", seen_at=beat)
+    out = agent.decide([alive], NOW, NOW - 200.0, None, policy(idle_seconds=300.0))
+    assert (out["verdict"], out["last_active"]) == ("active", beat)
+    # The next tick sees the heartbeat stale: idle since the beat, not since NOW.
+    later = NOW + 250.0
+    dead = agent.Reading("runs", D, beat, "stale heartbeat")
+    out = agent.decide([dead], later, out["last_active"], None, policy(idle_seconds=300.0))
+    assert (out["verdict"], out["idle_for"]) == ("act", 350.0)
+
+
+def test_jupyter_starting_holds_the_stop_but_counts_from_the_start() -> None:
+    """Nothing answers yet just after the container started: the agent does not act, and
+    the idle clock runs from the start, not from each tick that saw Jupyter starting."""
+    started = NOW - 20.0
+    starting = agent.Reading("jupyter", agent.STARTING, detail="starting", seen_at=started)
+    out = agent.decide([starting], NOW, started, started, policy(idle_seconds=12.0))
+    assert (out["verdict"], out["last_active"]) == ("active", started)
+    assert out["reasons"] == ["jupyter starting: starting"]
+    answered = agent.Reading("jupyter", D, None, "0 kernel(s)")
+    out = agent.decide([answered], NOW + 1, out["last_active"], started, policy(idle_seconds=12.0))
+    assert (out["verdict"], out["idle_for"]) == ("act", 21.0)
+
+
 def test_a_restart_gives_a_full_window() -> None:
     """The workbench started 5 min ago (boot or container start): 5 min idle, whatever the
     agent's state file says from before."""

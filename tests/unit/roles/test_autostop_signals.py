@@ -190,6 +190,36 @@ def test_jupyter_idle_kernels_report_their_last_activity(tmp_path: Path) -> None
     assert (reading.state, reading.last_active) == ("idle", NOW - 30 * 60)
 
 
+def test_jupyter_refusing_right_after_the_start_is_starting(tmp_path: Path) -> None:
+    """Refused or reset within START_GRACE of the container's start: Jupyter is starting
+    (its activity time is the start); later, or any other failure: unreadable."""
+
+    def refused(url: str, token: str):
+        raise urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+
+    def reset(url: str, token: str):
+        raise ConnectionResetError(104, "reset by peer")  # docker-proxy, nothing behind
+
+    def timeout(url: str, token: str):
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    home = jupyter_home(tmp_path)
+    for down in (refused, reset):
+        reading = agent.read_jupyter(home, get=down, started=NOW - 5, now=NOW)
+        assert (reading.state, reading.seen_at) == ("starting", NOW - 5)
+        late = agent.read_jupyter(home, get=down, started=NOW - agent.START_GRACE - 1, now=NOW)
+        assert late.state == "unreadable"
+        assert agent.read_jupyter(home, get=down, now=NOW).state == "unreadable"
+    assert agent.read_jupyter(home, get=timeout, started=NOW - 5, now=NOW).state == "unreadable"
+
+
+def test_runs_alive_report_their_last_heartbeat(tmp_path: Path) -> None:
+    write_progress(tmp_path, "r1", "running", NOW - 30)
+    write_progress(tmp_path, "r2", "running", NOW - 10)
+    reading = agent.read_runs(str(tmp_path), NOW, 120)
+    assert (reading.state, reading.seen_at) == ("active", NOW - 10)
+
+
 def test_jupyter_unreadable(tmp_path: Path) -> None:
     def down(url: str, token: str):
         raise urllib.error.URLError("connection refused")
@@ -268,7 +298,7 @@ def test_tick_counts_an_unreadable_jupyter_as_activity_and_logs_it(aws_config, t
 
 
 def test_tick_warns_then_powers_off(aws_config, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(agent, "read_jupyter", lambda home: agent.Reading("jupyter", "idle"))
+    monkeypatch.setattr(agent, "read_jupyter", lambda home, **_: agent.Reading("jupyter", "idle"))
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     state = Path(aws_config["state_dir"]) / "state.json"  # last activity 27 min ago
     state.parent.mkdir(parents=True)
@@ -286,7 +316,7 @@ def test_tick_warns_then_powers_off(aws_config, tmp_path, monkeypatch) -> None:
 
 
 def test_tick_refuses_to_terminate_unfetched_outputs(aws_config, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(agent, "read_jupyter", lambda home: agent.Reading("jupyter", "idle"))
+    monkeypatch.setattr(agent, "read_jupyter", lambda home, **_: agent.Reading("jupyter", "idle"))
     monkeypatch.setenv("PATH", str(tmp_path))
     write_progress(Path(aws_config["notebook_home"]), "r1", "done", NOW - 7200)
     config = dict(aws_config, action="terminate", poweroff_behavior="terminate")
@@ -358,3 +388,23 @@ def test_a_loop_ends_when_its_workbench_folder_is_gone(tmp_path: Path) -> None:
     started = time.monotonic()
     assert hard.run_loop(str(path), ticks.append, "agent") == 0
     assert ticks == [] and time.monotonic() - started < 5
+
+
+def test_the_loop_wakes_when_the_window_ends(tmp_path: Path) -> None:
+    """An idle verdict whose window ends before the next interval: the next tick comes a
+    hair after the window's end, not a whole interval later (the stop lag's granularity)."""
+    path = tmp_path / "config.json"
+    (tmp_path / "home").mkdir()
+    settings = {"notebook_home": str(tmp_path / "home"), "container": "x", "interval_seconds": 30}
+    path.write_text(json.dumps(settings))
+    ticks: list[float] = []
+
+    def tick(config: dict) -> dict:
+        ticks.append(time.time())
+        if len(ticks) == 2:
+            path.unlink()  # ends the loop
+        return {"verdict": "idle", "act_at": ticks[0] + 0.4}
+
+    assert hard.run_loop(str(path), tick, "agent") == 0
+    assert len(ticks) == 2
+    assert ticks[0] + 0.4 <= ticks[1] < ticks[0] + 5  # never early, not 30 s later

@@ -19,7 +19,9 @@ from docker.errors import APIError, ImageNotFound
 from .helpers import (
     IMAGE_ID,
     FakeClock,
+    desired,
     fake_client,
+    inspect_of,
     params,
     runner,
 )
@@ -209,3 +211,40 @@ def test_an_unreachable_daemon_advises_only_real_options() -> None:
     assert re.search(r"^\s+docker_host=dict\(", module.read_text(), re.M), (
         "docker_host is an option"
     )
+
+
+def test_an_unchanged_healthy_container_reuses_its_last_good_probe(tmp_path: Path) -> None:
+    """The torch probe costs seconds on every no-op rerun; a container that is the same one,
+    started the same time, from the same image with the same driver gives the recorded answer.
+    A restart (another StartedAt) or another driver probes again."""
+    attrs = inspect_of(desired(gpus="none", token_file=str(tmp_path / "token")))
+    attrs["State"]["StartedAt"] = "2027-01-15T12:00:00.1Z"
+    client = fake_client(attrs)
+    running = client.containers.get.return_value
+    running.exec_run.return_value = client.containers.create.return_value.exec_run.return_value
+    driver = {"version": "580.65"}
+
+    def run() -> manager.Result:
+        box = runner(client, token_file=str(tmp_path / "token"), gpus="none")
+        box.driver_version = lambda: driver["version"]
+        return box.run()
+
+    first = run()
+    assert "start" not in first.actions
+    assert first.probe["torch"] == "2.14.1+cu130" and not first.probe_recorded
+    assert running.exec_run.call_count == 1
+    record = tmp_path / "token.probe.json"
+    assert (record.stat().st_mode & 0o777) == 0o600
+
+    second = run()
+    assert second.probe == first.probe and second.probe_recorded
+    assert running.exec_run.call_count == 1  # no second torch import
+
+    attrs["State"]["StartedAt"] = "2027-01-15T13:00:00.2Z"  # restarted since
+    third = run()
+    assert not third.probe_recorded and running.exec_run.call_count == 2
+
+    driver["version"] = "590.10"  # another host driver
+    fourth = run()
+    assert not fourth.probe_recorded and running.exec_run.call_count == 3
+    assert run().probe_recorded and running.exec_run.call_count == 3
