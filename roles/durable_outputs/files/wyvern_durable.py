@@ -543,7 +543,12 @@ def loop(config_path: str) -> None:
     interval = float(config.get("interval_seconds", 2))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    home = os.path.dirname(os.path.abspath(config["outputs_dir"]))
     while not stop:
+        # A workbench removed without teardown (its config or folder gone) leaves no agent.
+        if not os.path.exists(config_path) or not os.path.isdir(home):
+            log("config or workbench folder gone: exiting")
+            return
         started = time.monotonic()
         result = once(imds, uploader, watcher)
         for error in result["errors"]:

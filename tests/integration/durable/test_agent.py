@@ -316,3 +316,16 @@ def test_upload_latency_of_the_loop(tmp_path, moto_session, bucket, imds) -> Non
         f"upload latency s: median {statistics.median(latencies):.2f} max {max(latencies):.2f} {latencies}"
     )
     assert max(latencies) < 2 + 0.5 + 2.5
+
+
+def test_the_loop_ends_when_its_workbench_is_gone(tmp_path, moto_session, bucket, imds) -> None:
+    path = _config(tmp_path, moto_session, bucket, imds.url)
+    loop = subprocess.Popen([sys.executable, str(agent.__file__), "--config", str(path), "--loop"])
+    try:
+        time.sleep(1.5)
+        assert loop.poll() is None
+        path.unlink()  # a workbench removed without teardown
+        assert loop.wait(timeout=10) == 0
+    finally:
+        if loop.poll() is None:
+            loop.kill()

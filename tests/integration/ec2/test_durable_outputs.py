@@ -6,6 +6,7 @@ leaves no bucket, role or profile behind.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,38 @@ def test_teardown_after_the_instance_died_brings_s3_home_and_leaves_nothing(
     assert ROLE not in [r["RoleName"] for r in scenario.iam.list_roles()["Roles"]]
     profiles = scenario.iam.list_instance_profiles()["InstanceProfiles"]
     assert ROLE not in [p["InstanceProfileName"] for p in profiles]
+
+
+def test_run_yml_with_the_instance_gone_fetches_from_s3(
+    moto_session, base_env, tmp_path, repo_root: Path
+) -> None:
+    """playbooks/run.yml after a spot reclaim: no instance, the checkpoint comes from S3."""
+    moto_session.reset()
+    env = role_env(base_env, moto_session.env, tmp_path)
+    s3 = moto_session.client("s3")
+    account = moto_session.client("sts").get_caller_identity()["Account"]
+    bucket = f"wyvern-{account}-us-east-1-{OWNER}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=f"workbench/outputs/{RUN}/checkpoint.pt", Body=b"ckpt")
+    s3.put_object(Bucket=bucket, Key=f"workbench/outputs/{RUN}/interruption.json", Body=b"{}")
+    proc = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(repo_root / "inventory/aws_ec2.yml"),
+            str(repo_root / "playbooks/run.yml"),
+            "-e",
+            json.dumps(
+                {"workbench_target": "aws", "workbench_outputs_dir": str(tmp_path / "outputs")}
+            ),
+        ],
+        env={**env, "ANSIBLE_STDOUT_CALLBACK": "default"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "No running instance of workbench workbench" in proc.stdout, proc.stdout[-3000:]
+    local = tmp_path / "outputs" / ROLE / "workbench" / RUN
+    assert (local / "checkpoint.pt").read_bytes() == b"ckpt"
+    assert (local / "interruption.json").exists()
