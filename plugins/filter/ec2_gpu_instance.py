@@ -2,7 +2,7 @@
 
 SSH source address, the connection settings (one definition for the role's add_host, the
 per-workbench connection file and the dynamic inventory), SSH config entry, cost receipts
-(teardown and stop).
+(teardown and stop), the durable outputs' S3 names and the instance's IAM policy.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -367,6 +368,79 @@ def ec2_gpu_instance_saved_connection(
     )
 
 
+# S3 bucket names: 3-63 lower-case letters, digits, dots and dashes, starting and ending
+# with a letter or digit (no dots here: TLS virtual-host names break on them).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+# A workbench prefix: path segments of safe characters; no IAM wildcard (* ?), no
+# policy variable (${...}), no empty segment, no leading or trailing slash.
+_PREFIX = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
+
+
+def ec2_outputs_bucket_name(owner: Any, account: Any, region: Any) -> str:
+    """The owner's default outputs bucket: wyvern-<account>-<region>-<owner>, 63 chars max.
+
+    Bucket names are global: the account id makes it this account's, the region keeps the
+    instance's uploads in its own region.
+    """
+    clean = re.sub(r"[^a-z0-9-]+", "-", str(owner).lower()).strip("-") or "owner"
+    name = f"wyvern-{account}-{region}-{clean}"[:63].rstrip("-")
+    if not _BUCKET.match(name):
+        raise AnsibleFilterError(f"cannot make an S3 bucket name from owner {owner!r}")
+    return name
+
+
+def ec2_outputs_policy(bucket: Any, prefix: Any, partition: Any = "aws") -> dict[str, Any]:
+    """The instance role's only permissions: objects under <prefix>/ of one bucket.
+
+    Put, get and list under the prefix (list with an s3:prefix condition on the bucket);
+    nothing else in the bucket, no other bucket, no delete (the instance only adds; the
+    control node removes the prefix at teardown, after it has everything).
+    """
+    bucket, prefix = str(bucket), str(prefix)
+    if not _BUCKET.match(bucket):
+        raise AnsibleFilterError(
+            f"S3 bucket {bucket!r} is not a valid bucket name (lower-case letters, digits, dashes)"
+        )
+    if not _PREFIX.match(prefix):
+        raise AnsibleFilterError(
+            f"S3 prefix {prefix!r} must be path segments of letters, digits, _ . = - "
+            "(no wildcard, no leading or trailing slash)"
+        )
+    arn = f"arn:{partition}:s3:::{bucket}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ObjectsUnderTheWorkbenchPrefix",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+                "Resource": f"{arn}/{prefix}/*",
+            },
+            {
+                "Sid": "ListOnlyTheWorkbenchPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": arn,
+                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+            },
+        ],
+    }
+
+
+def ec2_assume_role_policy(service: Any = "ec2.amazonaws.com") -> dict[str, Any]:
+    """Trust policy: only EC2 (the instance profile) may take the role."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": str(service)},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -383,4 +457,7 @@ class FilterModule:
             "ec2_gpu_instance_connection_file": ec2_gpu_instance_connection_file,
             "ec2_gpu_instance_connection": ec2_gpu_instance_connection,
             "ec2_gpu_instance_saved_connection": ec2_gpu_instance_saved_connection,
+            "ec2_outputs_bucket_name": ec2_outputs_bucket_name,
+            "ec2_outputs_policy": ec2_outputs_policy,
+            "ec2_assume_role_policy": ec2_assume_role_policy,
         }

@@ -24,6 +24,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import docker
 import pytest
 import requests
 
+from tests.integration.durable.support import FakeImds
 from tests.support.browser import DEVICE_OUTPUT, chromium_page, run_device_cell_in_jupyterlab
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook
@@ -159,6 +161,10 @@ def test_aws_target_lifecycle(
     alias = f"wyvern-{name}-{env.get('USER') or 'workbench'}"
 
     stand_in = StandInInstance(ec2, name, tmp_path / "sshd", instance_key.with_suffix(".pub"))
+    # The instance's metadata service: the instance profile's credentials for the agent
+    # that copies outputs to (moto's) S3.
+    imds = FakeImds()
+    ports.callback(imds.down)
     with ports, stand_in:
         extra = {
             "workbench_target": "aws",
@@ -171,6 +177,7 @@ def test_aws_target_lifecycle(
             "notebook_port": notebook_port,
             "ec2_gpu_instance_wait_timeout": 60,
             "workbench_notebooks_dir": str(tmp_path / "notebooks"),
+            "durable_outputs_imds_url": imds.url,
         }
         site = run_playbook(repo_root, "site.yml", env, extra)
         assert stand_in.error is None, stand_in.error
@@ -262,6 +269,16 @@ def test_aws_target_lifecycle(
         # Keyed by the inventory host (the instance's Name tag) and the workbench.
         (run_dir,) = run_outputs_dir(outputs, alias, name).iterdir()
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"]
+        # The agent on the instance has put the finished run in the workbench's S3 prefix.
+        s3 = moto.client("s3")
+        (bucket,) = [
+            b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].startswith("wyvern-")
+        ]
+        key = f"{name}/outputs/{run_dir.name}/metrics.json"
+        deadline = time.monotonic() + 30
+        while key not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]:
+            assert time.monotonic() < deadline, f"{key} not in s3://{bucket}"
+            time.sleep(0.5)
 
         # Stop and start through SSH: the instance stops (sshd goes away with it), starts at
         # the new address EC2 gives it, and the same notebook answers there with the same
@@ -330,6 +347,9 @@ def test_aws_target_lifecycle(
         assert f"{instance['InstanceId']} (g4dn.xlarge) ran" in _flat(down.output), down.tail(80)
         assert "USD at 0.526 USD/hour" in _flat(down.output), down.tail(80)
         assert not known_hosts.exists()
+        # Teardown brought S3's copy home, then left no bucket, role or instance profile.
+        assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        assert alias not in [r["RoleName"] for r in moto.client("iam").list_roles()["Roles"]]
 
         down_again = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
         assert down_again.rc == 0, down_again.tail(80)

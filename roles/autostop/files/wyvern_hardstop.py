@@ -35,6 +35,10 @@ import urllib.parse
 from typing import Any
 
 FETCHED_MARKER = ".fetched"
+# Written by the durable outputs agent (role durable_outputs) once every file of the run is
+# in S3; a run so marked is as safe as a fetched one: teardown brings it home from S3.
+UPLOADED_MARKER = ".uploaded"
+_MARKERS = (FETCHED_MARKER, UPLOADED_MARKER)
 # The agent runs on the host's own Python (3.8 and up), which may lack datetime.UTC.
 UTC = dt.timezone(dt.timedelta(0))
 LOG_MAX_BYTES = 1_000_000
@@ -193,7 +197,8 @@ def started_at(config: dict[str, Any]) -> tuple[float | None, bool]:
 
 
 def unfetched_outputs(notebook_home: str) -> list[str]:
-    """Run directories under outputs/ with no `.fetched`, or changed after it."""
+    """Run directories under outputs/ with neither `.fetched` nor `.uploaded` (in S3), or
+    changed after the newer of the two."""
     root = os.path.join(notebook_home, "outputs")
     try:
         entries = sorted(os.listdir(root))
@@ -206,12 +211,17 @@ def unfetched_outputs(notebook_home: str) -> list[str]:
             if not entry.startswith(".") and os.path.isfile(path):
                 pending.append(entry)
             continue
-        try:
-            fetched = os.stat(os.path.join(path, FETCHED_MARKER)).st_mtime
-        except FileNotFoundError:
+        marks = []
+        for marker in _MARKERS:
+            try:
+                marks.append(os.stat(os.path.join(path, marker)).st_mtime)
+            except FileNotFoundError:
+                continue
+        if not marks:
             if any(True for _ in _files(path)):
                 pending.append(entry)
             continue
+        fetched = max(marks)
         if any(mtime > fetched for _, mtime in _files(path)):
             pending.append(entry)
     return pending
@@ -220,7 +230,7 @@ def unfetched_outputs(notebook_home: str) -> list[str]:
 def _files(path: str):
     for dirpath, _, filenames in os.walk(path):
         for filename in filenames:
-            if filename == FETCHED_MARKER:
+            if filename in _MARKERS:
                 continue
             try:
                 yield filename, os.stat(os.path.join(dirpath, filename)).st_mtime

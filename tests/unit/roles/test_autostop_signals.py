@@ -248,6 +248,18 @@ def test_unfetched_outputs(tmp_path: Path) -> None:
     assert hard.unfetched_outputs(str(tmp_path)) == ["changed", "loose.txt", "never"]
 
 
+def test_a_run_uploaded_to_s3_counts_as_safe_until_it_changes(tmp_path: Path) -> None:
+    out = tmp_path / "outputs"
+    for run in ("uploaded", "uploaded-then-changed"):
+        (out / run).mkdir(parents=True)
+        (out / run / "checkpoint.pt").write_text("w")
+        (out / run / ".uploaded").write_text("")
+        os.utime(out / run / ".uploaded", (NOW - 50, NOW - 50))
+    os.utime(out / "uploaded" / "checkpoint.pt", (NOW - 100, NOW - 100))
+    os.utime(out / "uploaded-then-changed" / "checkpoint.pt", (NOW - 10, NOW - 10))
+    assert hard.unfetched_outputs(str(tmp_path)) == ["uploaded-then-changed"]
+
+
 # ---------------------------------------------------------------- config
 
 

@@ -80,6 +80,9 @@ def test_filters_are_registered_under_their_names() -> None:
         "ec2_gpu_instance_connection_file",
         "ec2_gpu_instance_connection",
         "ec2_gpu_instance_saved_connection",
+        "ec2_outputs_bucket_name",
+        "ec2_outputs_policy",
+        "ec2_assume_role_policy",
     }
 
 

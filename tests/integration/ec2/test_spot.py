@@ -1,0 +1,96 @@
+"""market=spot on moto: a launch template with the spot options, IMDSv2, encryption, tags and
+the instance profile, one instance launched from it; teardown deletes the template too."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import OWNER, role_env, run_role
+
+NAME = f"wyvern-workbench-{OWNER}"
+COMMON = {
+    "ec2_gpu_instance_wait_for_ssh": False,
+    "ec2_gpu_instance_ssh_cidr": "203.0.113.7/32",
+    "ec2_gpu_instance_market": "spot",
+    "ec2_gpu_instance_spot_max_price": "0.30",
+    "ec2_gpu_instance_shutdown_behavior": "terminate",
+}
+
+
+@pytest.fixture(scope="module")
+def spot(moto_session, base_env, tmp_path_factory):
+    moto_session.reset()
+    home = tmp_path_factory.mktemp("home")
+    env = role_env(base_env, moto_session.env, home)
+    first = run_role(env, workbench_outputs_dir=str(home / "outputs"), **COMMON)
+    assert first.rc == 0, first.describe()
+    return env, home, moto_session, first
+
+
+def test_a_spot_workbench_must_terminate_on_poweroff(moto_session, base_env, tmp_path) -> None:
+    env = role_env(base_env, moto_session.env, tmp_path)
+    run = run_role(env, **{**COMMON, "ec2_gpu_instance_shutdown_behavior": "stop"})
+    assert run.rc != 0
+    assert any("workbench_idle_action=terminate" in m for m in run.failures()), run.describe()
+
+
+def test_the_template_holds_spot_imdsv2_encryption_and_tags(spot) -> None:
+    _, _, moto, first = spot
+    ec2, iam = moto.client("ec2"), moto.client("iam")
+    (template,) = ec2.describe_launch_templates(LaunchTemplateNames=[NAME])["LaunchTemplates"]
+    assert {t["Key"]: t["Value"] for t in template["Tags"]}["workbench:name"] == "workbench"
+    (version,) = ec2.describe_launch_template_versions(
+        LaunchTemplateId=template["LaunchTemplateId"]
+    )["LaunchTemplateVersions"]
+    data = version["LaunchTemplateData"]
+    assert data["InstanceMarketOptions"] == {
+        "MarketType": "spot",
+        "SpotOptions": {
+            "MaxPrice": "0.30",
+            "SpotInstanceType": "one-time",
+            "InstanceInterruptionBehavior": "terminate",
+        },
+    }
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    (root,) = data["BlockDeviceMappings"]
+    assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
+    assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    profile = iam.get_instance_profile(InstanceProfileName=NAME)["InstanceProfile"]
+    assert (
+        profile["Arn"] == data["IamInstanceProfile"]["Arn"]
+        or data["IamInstanceProfile"].get("Name") == NAME
+    )
+    # The private host key is never in the template (anyone who may describe it reads it).
+    assert "UserData" not in data
+    shown = first.results("Show the market and what spot saves")[0]["msg"]
+    assert shown.startswith(
+        "Market: spot (one-time, terminated on interruption, at most 0.30 USD/hour)"
+    )
+
+
+def test_one_instance_is_launched_from_the_template(spot) -> None:
+    _, _, moto, _ = spot
+    ec2 = moto.client("ec2")
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:workbench:name", "Values": ["workbench"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
+    )["Reservations"]
+    (instance,) = [i for r in reservations for i in r["Instances"]]
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    (template,) = ec2.describe_launch_templates(LaunchTemplateNames=[NAME])["LaunchTemplates"]
+    assert tags["aws:ec2launchtemplate:id"] == template["LaunchTemplateId"]
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["IamInstanceProfile"]["Arn"].endswith(f"/{NAME}")
+
+
+def test_teardown_deletes_the_template(spot) -> None:
+    env, home, moto, _ = spot
+    gone = run_role(
+        env, workbench_outputs_dir=str(home / "outputs"), ec2_gpu_instance_state="absent", **COMMON
+    )
+    assert gone.rc == 0, gone.describe()
+    ec2 = moto.client("ec2")
+    assert ec2.describe_launch_templates()["LaunchTemplates"] == []
