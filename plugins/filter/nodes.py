@@ -65,6 +65,29 @@ def node_names(name: str, nodes: Any, var: str = "workbench_nodes") -> list[str]
     return [name] + [f"{name}-node{index}" for index in range(1, count)]
 
 
+def node_homes(notebook_home: str, nodes: Any, var: str = "run_nodes") -> list[str]:
+    """Each node's folder on a host holding all of them (its outputs/, data/, workspace/):
+    node 0 is the notebook's own notebook_home, node i is notebook_home/nodes/<i>."""
+    count = node_count(nodes, var)
+    home = str(notebook_home).rstrip("/")
+    return [home] + [f"{home}/nodes/{index}" for index in range(1, count)]
+
+
+def node_jobs(
+    names: Sequence[str], jids: Sequence[str], logs: Sequence[str]
+) -> list[dict[str, str]]:
+    """The nodes of a distributed run for action run_progress: name, job id, log file."""
+    if not len(names) == len(jids) == len(logs):
+        raise AnsibleFilterError(
+            f"node_jobs needs one job and one log per node: {len(names)} nodes, "
+            f"{len(jids)} jobs, {len(logs)} logs"
+        )
+    return [
+        {"name": str(n), "jid": str(j), "log_file": str(log)}
+        for n, j, log in zip(names, jids, logs, strict=True)
+    ]
+
+
 def node_alias(index: Any, var: str = "node index") -> str:
     """The name node `index` is reached by inside the workbench, sorting in node order."""
     return f"{ALIAS_PREFIX}{_int(index, var, 0, MAX_NODES - 1):03d}"
@@ -137,5 +160,7 @@ class FilterModule:
             "node_count": node_count,
             "node_names": node_names,
             "node_alias": node_alias,
+            "node_homes": node_homes,
+            "node_jobs": node_jobs,
             "torchrun_command": torchrun_command,
         }

@@ -110,3 +110,17 @@ def test_node_count_and_names() -> None:
             filters.node_count(bad)
     with pytest.raises(AnsibleFilterError, match="workbench_name"):
         filters.node_names("", 2)
+
+
+def test_node_homes_and_jobs() -> None:
+    assert filters.node_homes("/var/lib/wyvern/wb/", 3) == [
+        "/var/lib/wyvern/wb",
+        "/var/lib/wyvern/wb/nodes/1",
+        "/var/lib/wyvern/wb/nodes/2",
+    ]
+    assert filters.node_jobs(["wb", "wb-node1"], ["1.1", "2.2"], ["/a.log", "/b.log"]) == [
+        {"name": "wb", "jid": "1.1", "log_file": "/a.log"},
+        {"name": "wb-node1", "jid": "2.2", "log_file": "/b.log"},
+    ]
+    with pytest.raises(AnsibleFilterError, match="one job and one log per node"):
+        filters.node_jobs(["wb", "wb-node1"], ["1.1"], ["/a.log", "/b.log"])
