@@ -88,6 +88,27 @@ def node_jobs(
     ]
 
 
+def ec2_node_info(instance: dict[str, Any], node0: dict[str, Any]) -> dict[str, Any]:
+    """A node instance's record (as amazon.aws.ec2_instance_info returns it), in the shape
+    of node 0's ec2_gpu_instance_info, with its rank from the tag workbench:node."""
+    tags = instance.get("tags") or {}
+    if "workbench:node" not in tags:
+        raise AnsibleFilterError(
+            f"instance {instance.get('instance_id')} has no workbench:node tag; it is not a node"
+        )
+    return {
+        **node0,
+        "name": tags.get("Name") or instance.get("instance_id"),
+        "instance_id": instance.get("instance_id"),
+        "instance_type": instance.get("instance_type"),
+        "availability_zone": (instance.get("placement") or {}).get("availability_zone"),
+        "public_ip": instance.get("public_ip_address") or "",
+        "private_ip": instance.get("private_ip_address") or "",
+        "launch_time": instance.get("launch_time"),
+        "rank": _int(tags["workbench:node"], "the workbench:node tag", 0, MAX_NODES - 1),
+    }
+
+
 def node_alias(index: Any, var: str = "node index") -> str:
     """The name node `index` is reached by inside the workbench, sorting in node order."""
     return f"{ALIAS_PREFIX}{_int(index, var, 0, MAX_NODES - 1):03d}"
@@ -160,6 +181,7 @@ class FilterModule:
             "node_count": node_count,
             "node_names": node_names,
             "node_alias": node_alias,
+            "ec2_node_info": ec2_node_info,
             "node_homes": node_homes,
             "node_jobs": node_jobs,
             "torchrun_command": torchrun_command,

@@ -124,3 +124,19 @@ def test_node_homes_and_jobs() -> None:
     ]
     with pytest.raises(AnsibleFilterError, match="one job and one log per node"):
         filters.node_jobs(["wb", "wb-node1"], ["1.1"], ["/a.log", "/b.log"])
+
+
+def test_ec2_node_info_takes_the_node_s_own_fields_and_rank() -> None:
+    node0 = {"name": "wb", "instance_id": "i-0", "rank": 0, "ssh_user": "ubuntu", "gpus": "1 x T4"}
+    instance = {
+        "instance_id": "i-2",
+        "instance_type": "g4dn.xlarge",
+        "placement": {"availability_zone": "us-east-1a"},
+        "private_ip_address": "10.0.0.7",
+        "tags": {"Name": "wb-node2", "workbench:node": "2"},
+    }
+    info = filters.ec2_node_info(instance, node0)
+    assert info["name"] == "wb-node2" and info["instance_id"] == "i-2" and info["rank"] == 2
+    assert info["ssh_user"] == "ubuntu" and info["public_ip"] == ""
+    with pytest.raises(AnsibleFilterError, match="workbench:node"):
+        filters.ec2_node_info({"instance_id": "i-9", "tags": {}}, node0)
