@@ -34,6 +34,14 @@ options:
   interval: {description: Seconds between two looks., type: int, default: 5}
   timeout: {description: Seconds after which the run counts as failed., type: int, default: 3600}
   tail_lines: {description: Lines of the job's output shown when it fails., type: int, default: 25}
+  nodes:
+    description:
+      - A distributed run's nodes, node 0 (whose job is O(jid)) first, each a dict with C(name), C(jid) (its
+        torchrun job, started with C(poll: 0) on this host) and C(log_file) (its log on this host). The run
+        fails as soon as one node's job fails, with that node's log tail, and is done when all are.
+    type: list
+    elements: dict
+    default: []
 """
 
 display = Display()
@@ -101,6 +109,28 @@ def error_tail(job: dict[str, Any], lines: int) -> list[str]:
     text = "\n".join(str(job.get(key) or "") for key in ("stdout", "stderr")).strip()
     tail = [line for line in text.splitlines() if line.strip()][-lines:]
     return tail or [str(job.get("msg") or "no output")]
+
+
+def _job_failed(job: dict[str, Any]) -> bool:
+    return bool(job.get("failed")) or job.get("rc") not in (0, None)
+
+
+def combine_jobs(jobs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One status for the jobs of a distributed run's nodes (node 0 first): as soon as a node
+    failed, the first one's status with `node` naming it and `failed_nodes` naming all that
+    had failed by then (a killed node and the node that lost it may end in the same look);
+    else node 0's once every node has finished; else not finished."""
+    failed = [name for name, job in jobs if job.get("finished") and _job_failed(job)]
+    if failed:
+        first = dict(jobs)[failed[0]]
+        return {**first, "node": failed[0], "failed_nodes": failed}
+    if all(job.get("finished") for _, job in jobs):
+        return {**jobs[0][1], "node": jobs[0][0]}
+    return {"finished": False}
+
+
+def _tail(text: str, lines: int) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
 @dataclass
@@ -213,6 +243,14 @@ class ActionModule(ActionBase):
             task_vars=task_vars,
         )
 
+    def _read_text(self, path: str, task_vars: dict[str, Any]) -> str:
+        answer = self._execute_module(
+            module_name="ansible.legacy.slurp", module_args={"src": path}, task_vars=task_vars
+        )
+        if answer.get("failed") or "content" not in answer:
+            return ""
+        return base64.b64decode(answer["content"]).decode("utf-8", "replace")
+
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
@@ -223,11 +261,21 @@ class ActionModule(ActionBase):
                 "interval": {"type": "int", "default": 5},
                 "timeout": {"type": "int", "default": 3600},
                 "tail_lines": {"type": "int", "default": 25},
+                "nodes": {"type": "list", "elements": "dict", "default": []},
             }
         )
         host = task_vars.get("inventory_hostname", "")
+        nodes = args["nodes"]
+
+        def job_status() -> dict[str, Any]:
+            if not nodes:
+                return self._job_status(args["jid"], task_vars)
+            return combine_jobs(
+                [(str(n["name"]), self._job_status(str(n["jid"]), task_vars)) for n in nodes]
+            )
+
         poller = Poller(
-            job_status=lambda: self._job_status(args["jid"], task_vars),
+            job_status=job_status,
             read_progress=lambda: self._read_progress(args["progress_file"], task_vars),
             show=lambda line: display.display(f"  [{host}] {line}"),
             interval=max(1, args["interval"]),
@@ -240,4 +288,21 @@ class ActionModule(ActionBase):
                 f"{exc}; raise run_timeout, or look at {args['progress_file']}"
             ) from None
         result.update(summarise(job, record, poller.lines, args["tail_lines"]))
+        if nodes:
+            result["node"] = job.get("node")
+        if nodes and result.get("failed"):
+            lines: list[str] = []
+            for name in job.get("failed_nodes") or [job.get("node")]:
+                node = next(n for n in nodes if str(n["name"]) == name)
+                tail = _tail(self._read_text(str(node["log_file"]), task_vars), args["tail_lines"])
+                lines += [f"--- {name}: the last lines of its log {node['log_file']}"]
+                lines += tail or error_tail(job, args["tail_lines"])
+            result.update(
+                error_tail=lines,
+                msg=(
+                    f"The distributed run failed on {', '.join(job.get('failed_nodes') or [])} "
+                    f"(torchrun rc={job.get('rc')}, training state "
+                    f"{(record or {}).get('state') or 'unknown'}):\n" + "\n".join(lines)
+                ),
+            )
         return result

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Creates, starts, stops or removes one Jupyter notebook container through the Docker SDK for Python.
   - Idempotent. The same options change nothing; any drift in the image id, environment, published port,
-    GPUs, mounts, labels, shared memory size, user, restart policy, init or network recreates the container,
+    GPUs, mounts, labels, shared memory size, user, restart policy, init, network or network aliases recreates the container,
     and the diff says what changed. A changed token is drift too (a SHA-256 of it is a label). An exited
     container is started again.
   - The container runs with Docker's init as PID 1 (it reaps orphaned processes and forwards SIGTERM), alone
@@ -139,6 +139,25 @@ options:
     description: Container labels.
     type: dict
     default: {}
+  network:
+    description:
+      - The bridge network to join instead of the container's own C(NAME-net); the nodes of one workbench
+        share one (C(WORKBENCH-nodes)). Created when missing (with O(network_icc)), removed with the last
+        container on it. A container that moves to it leaves its own C(NAME-net), which is removed.
+    type: str
+  network_icc:
+    description:
+      - Whether containers on O(network) may reach each other (inter-container traffic). Off for a notebook
+        alone on its network; on for the network a workbench's nodes share, where only its nodes are
+        (containers on every other network stay out). A network that exists with the other setting fails
+        the task with the fix.
+    type: bool
+    default: false
+  network_aliases:
+    description: Names other containers on O(network) reach this one by (a node's C(node-000) alias).
+    type: list
+    elements: str
+    default: []
   timeout:
     description:
       - Seconds to wait for Jupyter to answer before failing. A container that is still running then is left
@@ -317,6 +336,9 @@ ARGUMENT_SPEC: dict[str, dict] = dict(
         choices=["no", "on-failure", "always", "unless-stopped"],
     ),
     labels=dict(type="dict", default={}),
+    network=dict(type="str"),
+    network_icc=dict(type="bool", default=False),
+    network_aliases=dict(type="list", elements="str", default=[]),
     timeout=dict(type="int", default=180),
     interval=dict(type="float", default=0.2),
     expect_gpu=dict(type="str", default="auto", choices=["auto", "true", "false"]),

@@ -21,6 +21,9 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # torchrun's agent (one per node): its rank among the nodes and how many there are.
+    node_rank: int = 0
+    nodes: int = 1
 
     @property
     def main(self) -> bool:
@@ -41,6 +44,14 @@ class Dist:
         parts: list[list[int]] = [[] for _ in range(self.world)]
         dist.all_gather_object(parts, values)
         return [v for part in parts for v in part]
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order (on every rank)."""
+        if self.world == 1:
+            return [value]
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, value)
+        return parts
 
     def all_sum(self, values: list[float], device: torch.device) -> list[float]:
         if self.world == 1:
@@ -92,7 +103,9 @@ def process_group(device_name: str) -> Iterator[Dist]:
     if owned:
         dist.init_process_group(backend="nccl" if nccl else "gloo")
     try:
-        yield Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+        node_rank = int(os.environ.get("GROUP_RANK", "0"))
+        nodes = max(1, world // max(1, local_world))
+        yield Dist(dist.get_rank(), dist.get_world_size(), local_rank, node_rank, nodes)
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()

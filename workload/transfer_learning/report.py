@@ -149,6 +149,7 @@ def write_outputs(
     model: nn.Module,
     trues: list[int],
     preds: list[int],
+    distributed: dict[str, Any] | None = None,
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -172,6 +173,8 @@ def write_outputs(
     )
     env = environment(arguments)
     env["data_store"] = metrics.get("data_store")  # which path the decoded images took, and why
+    if distributed is not None:  # nodes, ranks, world size, backend, each rank's share of data
+        env["distributed"] = distributed
     (run_dir / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
 
 

@@ -7,9 +7,11 @@ epochs (train, evaluate, checkpoint) and `report.write_outputs` writes the run's
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -345,6 +347,8 @@ class Trainer:
             "preds": [],
         }
         self.start_epoch = 0
+        # The training images of the first epoch this process ran (environment.json).
+        self.first_share: list[int] | None = None
         # Where a mid-epoch checkpoint left off: (epoch, step, generator state, partial sums).
         self.pending: dict[str, Any] | None = None
         self.signals = signals or StopSignals()
@@ -428,6 +432,8 @@ class Trainer:
         order = torch.randperm(n_train, generator=generator)[: per_rank * d.world][
             d.rank :: d.world
         ]
+        if self.first_share is None:  # what this rank trains on, recorded once
+            self.first_share = order.tolist()
         batches = train_batches(order, cfg.batch_size)
         start, sums = 0, [0.0, 0.0, 0.0]  # loss x images, correct, images
         if self.pending is not None and self.pending["epoch"] == epoch:
@@ -645,6 +651,38 @@ class Trainer:
         }
 
 
+def distributed_record(d: Dist, device: torch.device, share: list[int] | None) -> dict[str, Any]:
+    """Where the run ran (environment.json's `distributed`): nodes, ranks (node, host,
+    device), world size, backend, and each rank's share of the first epoch's training
+    images (count and SHA-256); `overlap` counts the images more than one rank trained on
+    (0: the shares are disjoint). A collective: every rank calls it."""
+    share = share or []
+    mine = {
+        "rank": d.rank,
+        "local_rank": d.local_rank,
+        "node_rank": d.node_rank,
+        "hostname": socket.gethostname(),
+        "device": str(device),
+        "train_images": len(share),
+        "train_indices_sha256": hashlib.sha256(
+            ",".join(map(str, sorted(share))).encode()
+        ).hexdigest(),
+    }
+    parts = d.gather_objects((mine, share))
+    seen: set[int] = set()
+    overlap = 0
+    for _, indices in parts:
+        overlap += len(seen.intersection(indices))
+        seen.update(indices)
+    return {
+        "world_size": d.world,
+        "nodes": d.nodes,
+        "backend": d.backend,
+        "ranks": [record for record, _ in parts],
+        "first_epoch": {"images": len(seen), "overlap": overlap},
+    }
+
+
 def load_data(cfg: TrainConfig, d: Dist, folder: FolderData) -> CachedData:
     """Decode once, in memory or on disk as rank 0 plans; rank 0 builds a disk cache first."""
     plan = d.broadcast(
@@ -699,6 +737,7 @@ def train(cfg: TrainConfig) -> RunResult:
             data = load_data(cfg, d, folder)
             trainer = Trainer(cfg, d, device, run_id, data, ckpt, started, signals, progress)
             metrics = trainer.fit()
+            placement = distributed_record(d, device, trainer.first_share)
             if d.main:
                 best = trainer.best
                 write_outputs(
@@ -708,6 +747,7 @@ def train(cfg: TrainConfig) -> RunResult:
                     trainer.model,
                     best["trues"],
                     best["preds"],
+                    placement,
                 )
                 trainer.log(
                     f"best val acc {best['acc']:.3f} (epoch {best['epoch']}); "

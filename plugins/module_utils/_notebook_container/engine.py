@@ -20,7 +20,7 @@ from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_contain
 )
 from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.spec import (
     CONTAINER_PORT,
-    network_name,
+    NETWORK_LABEL,
 )
 
 try:
@@ -84,11 +84,21 @@ def get_image(client: Any, image: str | None) -> Any:
         ) from exc
 
 
-def get_network(client: Any, name: str) -> Any:
+def get_network(client: Any, network: str) -> Any:
+    """The bridge network named ``network`` (see spec.network_name), or None."""
     try:
-        return client.networks.get(network_name(name))
+        return client.networks.get(network)
     except NotFound:
         return None
+
+
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+
+
+def network_icc(network: Any) -> bool:
+    """Whether containers on this bridge may reach each other (Docker's default: yes)."""
+    options = (network.attrs or {}).get("Options") or {}
+    return str(options.get(ICC_OPTION, "true")).lower() == "true"
 
 
 def other_published_ports(client: Any, name: str) -> set[int]:
@@ -107,19 +117,22 @@ def other_published_ports(client: Any, name: str) -> set[int]:
     return ports
 
 
-def create_network(client: Any, name: str) -> None:
-    # The container is alone on this bridge, and inter-container traffic is off on it:
+def create_network(client: Any, name: str, network: str, icc: bool = False) -> None:
+    # A single notebook is alone on its bridge, and inter-container traffic is off on it:
     # Docker's isolation rules keep containers on other networks out, so Jupyter is
-    # reached through the published port only.
+    # reached through the published port only. The nodes of one workbench share a bridge
+    # with inter-container traffic on (icc): they reach each other there, and containers
+    # on every other network are still kept out by the same isolation rules.
     client.networks.create(
-        network_name(name),
+        network,
         driver="bridge",
-        options={"com.docker.network.bridge.enable_icc": "false"},
-        labels={"io.wyvern.workbench.notebook": name},
+        options={ICC_OPTION: "true" if icc else "false"},
+        labels={NETWORK_LABEL: name},
     )
 
 
 def remove_network(client: Any, name: str) -> None:
+    """Remove the bridge network ``name`` unless a container is still on it."""
     network = get_network(client, name)
     if network is None:
         return
@@ -146,6 +159,11 @@ def create_container(
             environment=desired["env"],
             init=desired["init"],
             network=desired["network"],
+            networking_config={
+                desired["network"]: client.api.create_endpoint_config(aliases=desired["aliases"])
+            }
+            if desired.get("aliases")
+            else None,
             ports={f"{CONTAINER_PORT}/tcp": (bind_address, port)},
             device_requests=device_requests(desired["gpus"]),
             volumes=desired["mounts"],

@@ -38,9 +38,11 @@ from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_contain
     wait_healthy,
 )
 from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.spec import (
+    NETWORK_LABEL,
     Plan,
     choose_port,
     desired_spec,
+    network_name,
     plan,
     published_port,
     resolve_gpus,
@@ -93,6 +95,8 @@ class NotebookContainer:
         self._restarts_before: int | None = None
         self._started_at: float | None = None
         self._started_clock: float | None = None
+        self.network = ""
+        self._joined = ""
 
     def connect(self) -> None:
         if self.client is None:
@@ -134,7 +138,17 @@ class NotebookContainer:
         state = self.params["state"]
         self.connect()
         container = engine.get_container(self.client, self.params["name"])
-        network = engine.get_network(self.client, self.params["name"])
+        own_network = network_name(self.params["name"])
+        self.network = self.params.get("network") or own_network
+        network = engine.get_network(self.client, self.network)
+        icc = bool(self.params.get("network_icc"))
+        if state == "started" and network is not None and engine.network_icc(network) != icc:
+            raise NotebookError(
+                f"network {self.network} exists with inter-container traffic "
+                f"{'on' if not icc else 'off'}, and network_icc is {icc}; remove the "
+                f"workbench (playbooks/teardown.yml) or `docker network rm {self.network}` "
+                "once no container is on it, then run again"
+            )
         desired = image = None
         extra_changed = False
         gpus = None
@@ -159,6 +173,24 @@ class NotebookContainer:
             the_plan.actions.insert(0, "create-network")
         if state == "absent" and network is not None:
             the_plan.actions.append("remove-network")
+        # The container's own network, left behind when it moved to a shared one (a single
+        # notebook that became node 0 of several), or still there at removal.
+        if (
+            self.network != own_network
+            and (state == "absent" or "create" in the_plan.actions)
+            and engine.get_network(self.client, own_network) is not None
+        ):
+            the_plan.actions.append("remove-own-network")
+        # Removed without its options (teardown): the network it is on, when this module
+        # made it (a workbench's shared node network goes with its last container).
+        current = ((container.attrs if container else {}).get("HostConfig") or {}).get(
+            "NetworkMode"
+        )
+        if state == "absent" and current not in (None, self.network, own_network):
+            joined = engine.get_network(self.client, current)
+            if joined is not None and NETWORK_LABEL in ((joined.attrs or {}).get("Labels") or {}):
+                self._joined = current
+                the_plan.actions.append("remove-joined-network")
         result = Result(
             changed=the_plan.changed or extra_changed,
             diff={"before": the_plan.before, "after": the_plan.after},
@@ -187,9 +219,15 @@ class NotebookContainer:
         name = self.params["name"]
         for action in the_plan.actions:
             if action == "create-network":
-                engine.create_network(self.client, name)
+                engine.create_network(
+                    self.client, name, self.network, bool(self.params.get("network_icc"))
+                )
             elif action == "remove-network":
-                engine.remove_network(self.client, name)
+                engine.remove_network(self.client, self.network)
+            elif action == "remove-own-network":
+                engine.remove_network(self.client, network_name(name))
+            elif action == "remove-joined-network":
+                engine.remove_network(self.client, self._joined)
             elif action == "remove":
                 container.remove(force=True)
                 container = None

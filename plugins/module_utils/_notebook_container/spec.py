@@ -35,6 +35,8 @@ TOKEN_DIGEST_LABEL = "io.wyvern.workbench.token-sha256"
 # with allow_public_bind, where browsers send a non-local Host header).
 REMOTE_ACCESS_ENV = "WYVERN_ALLOW_REMOTE_ACCESS"
 IMAGE_ID_ENV = "WORKBENCH_IMAGE_ID"
+# On every network this module creates (the workbench that made it).
+NETWORK_LABEL = "io.wyvern.workbench.notebook"
 # Without a port, the first free one from here up (and kept in port_file).
 PORT_SEARCH_START = 8888
 PORT_SEARCH_COUNT = 100
@@ -176,13 +178,23 @@ def desired_spec(params: dict[str, Any], image_id: str, token: str, gpus: str) -
         "user": str(params["user"]),
         "restart_policy": params["restart_policy"],
         "init": True,
-        "network": network_name(params["name"]),
+        "network": params.get("network") or network_name(params["name"]),
+        "aliases": sorted(set(params.get("network_aliases") or [])),
     }
 
 
 def network_name(name: str) -> str:
     """The container's own bridge network, without inter-container traffic."""
     return f"{name}-net"
+
+
+def observed_aliases(attrs: dict[str, Any]) -> list[str]:
+    """The names given to the container on its network (not the ones Docker adds itself:
+    its name and short id)."""
+    network = (attrs.get("HostConfig") or {}).get("NetworkMode") or ""
+    endpoint = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
+    own = {str(attrs.get("Id") or "")[:12], str(attrs.get("Name") or "").lstrip("/")}
+    return sorted({a for a in endpoint.get("Aliases") or [] if a not in own})
 
 
 def observed_spec(attrs: dict[str, Any], image_attrs: dict[str, Any]) -> dict[str, Any]:
@@ -220,6 +232,7 @@ def observed_spec(attrs: dict[str, Any], image_attrs: dict[str, Any]) -> dict[st
         "restart_policy": (host.get("RestartPolicy") or {}).get("Name") or "no",
         "init": bool(host.get("Init")),
         "network": host.get("NetworkMode") or "default",
+        "aliases": observed_aliases(attrs),
     }
 
 

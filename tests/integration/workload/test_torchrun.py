@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.integration.workload.conftest import TINY, RunCli, metrics
@@ -53,6 +54,13 @@ def test_two_process_gloo_run(tmp_path: Path, digits_dir: Path, run_cli: RunCli)
     # Each rank trained on 33 of the 66 images (batches 16, 16 and 1: the one joins the
     # batch before it, as BatchNorm needs two values per channel); the metrics add both.
     assert m["epochs"][0]["train_loss"] > 0
+    # environment.json says where the run ran and that the ranks' shares were disjoint.
+    placement = json.loads((run_dir / "environment.json").read_text())["distributed"]
+    assert placement["world_size"] == 2 and placement["nodes"] == 1
+    assert placement["backend"] == "gloo"
+    assert [r["rank"] for r in placement["ranks"]] == [0, 1]
+    assert [r["train_images"] for r in placement["ranks"]] == [33, 33]
+    assert placement["first_epoch"] == {"images": 66, "overlap": 0}
 
 
 def test_two_processes_learn_as_well_as_one(

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
-YAML_TYPES = {"str": str, "bool": bool, "int": int, "list": list, "dict": dict}
+YAML_TYPES = {"str": str, "bool": bool, "int": int, "list": list, "dict": dict, "raw": object}
 
 
 def _load(path: Path) -> dict:

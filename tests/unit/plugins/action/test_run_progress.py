@@ -169,3 +169,32 @@ def test_a_finished_run_summarises_its_last_epoch() -> None:
     assert "failed" not in result and result["changed"] is True
     assert result["msg"].startswith("The notebook finished: epoch 3/3")
     assert result["progress"] == final and result["lines"] == ["a line"]
+
+
+# -- a distributed run: every node's job ------------------------------------------------------
+
+
+def test_a_failed_node_fails_the_run_at_once_naming_it() -> None:
+    running = {"finished": False}
+    failed = {"finished": True, "failed": True, "rc": 1}
+    combined = action.combine_jobs([("node 0", running), ("node 1", failed)])
+    assert combined["finished"] and combined["node"] == "node 1" and combined["rc"] == 1
+    assert combined["failed_nodes"] == ["node 1"]
+    both = action.combine_jobs([("node 0", {"finished": True, "rc": 1}), ("node 1", failed)])
+    assert both["failed_nodes"] == ["node 0", "node 1"]
+
+
+def test_the_run_is_done_when_every_node_is() -> None:
+    ok = {"finished": True, "rc": 0}
+    assert action.combine_jobs([("node 0", ok), ("node 1", {"finished": False})]) == {
+        "finished": False
+    }
+    done = action.combine_jobs([("node 0", ok), ("node 1", ok)])
+    assert done["finished"] and done["node"] == "node 0" and done["rc"] == 0
+    # Node 0 failing is reported as node 0, even while the others still run.
+    assert (
+        action.combine_jobs(
+            [("node 0", {"finished": True, "rc": 2}), ("node 1", {"finished": False})]
+        )["node"]
+        == "node 0"
+    )

@@ -248,3 +248,48 @@ def test_an_unchanged_healthy_container_reuses_its_last_good_probe(tmp_path: Pat
     fourth = run()
     assert not fourth.probe_recorded and running.exec_run.call_count == 3
     assert run().probe_recorded and running.exec_run.call_count == 3
+
+
+# -- the nodes of a workbench share a network ------------------------------------------------
+
+
+def test_a_node_joins_the_shared_network_with_icc_and_its_alias(tmp_path: Path) -> None:
+    client = fake_client(None)
+    runner(
+        client,
+        token_file=str(tmp_path / "token"),
+        network="wb-nodes",
+        network_icc=True,
+        network_aliases=["node-001"],
+    ).run()
+    created = client.networks.create.call_args
+    assert created.args == ("wb-nodes",)
+    assert created.kwargs["options"] == {"com.docker.network.bridge.enable_icc": "true"}
+    kwargs = client.containers.create.call_args.kwargs
+    assert kwargs["network"] == "wb-nodes"
+    client.api.create_endpoint_config.assert_called_once_with(aliases=["node-001"])
+    assert kwargs["networking_config"] == {
+        "wb-nodes": client.api.create_endpoint_config.return_value
+    }
+
+
+def test_a_single_notebook_keeps_its_own_network_without_icc(tmp_path: Path) -> None:
+    client = fake_client(None)
+    runner(client, token_file=str(tmp_path / "token")).run()
+    created = client.networks.create.call_args
+    assert created.args == ("wyvern-test-module-unit-net",)
+    assert created.kwargs["options"] == {"com.docker.network.bridge.enable_icc": "false"}
+    assert client.containers.create.call_args.kwargs["networking_config"] is None
+
+
+def test_a_shared_network_with_the_other_icc_setting_fails_with_the_fix(tmp_path: Path) -> None:
+    client = fake_client(None)
+    client.networks.get.side_effect = None
+    client.networks.get.return_value = mock.MagicMock(
+        attrs={"Options": {"com.docker.network.bridge.enable_icc": "false"}, "Labels": {}}
+    )
+    with pytest.raises(common.NotebookError, match=r"network wb-nodes exists .*docker network rm"):
+        runner(
+            client, token_file=str(tmp_path / "token"), network="wb-nodes", network_icc=True
+        ).run()
+    client.containers.create.assert_not_called()

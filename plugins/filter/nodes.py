@@ -1,0 +1,188 @@
+"""Filters for a workbench of N nodes: node names and addresses, and each node's torchrun line.
+
+One distributed run is N `torchrun` agents, one per node, meeting through PyTorch's c10d
+rendezvous (a TCPStore hosted by node 0's agent); no launcher of our own. Unit tests:
+tests/unit/plugins/filter/test_nodes.py.
+
+Why `--local-addr` and not `--node-rank`: the c10d rendezvous ignores `--node-rank` (torchrun
+says so and drops it). It numbers the nodes by sorting their descriptors, whose first field
+is the node's address (`--local-addr`, else the FQDN). Each node therefore passes a name
+that sorts in node order and that the other nodes resolve to it (`node-000`, `node-001`, ...:
+a network alias on the local target, a hosts entry elsewhere). Node 0, the notebook the user
+opens, gets group rank 0, so rank 0's outputs and progress.json are where the run role and
+the user look; and node 0's name is also the address every rank reaches rank 0 on
+(MASTER_ADDR). `is_host` says which agent hosts the store: the endpoint is an alias, not the
+machine's hostname, so torchrun could not tell by itself.
+
+Bounded time: `join_timeout` caps how long the agents wait for all N nodes (a node that
+cannot join fails every agent after it), `--max-restarts 0` makes a failed worker fail its
+agent at once (the others then leave the rendezvous and fail too), and the store's
+`read_timeout` bounds a lost store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+DEFAULT_PORT = 29400
+DEFAULT_JOIN_TIMEOUT = 120
+# Rank 0 may be alone on a big host: 999 nodes is far beyond any workbench.
+MAX_NODES = 999
+ALIAS_PREFIX = "node-"
+
+
+def _int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
+    """`value` as an int in range, or an error that names the variable and the fix."""
+    bad = isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int | float) else int(value)
+    except (TypeError, ValueError):
+        bad = True
+        number = 0
+    if bad or number < minimum or (maximum is not None and number > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise AnsibleFilterError(
+            f"{name} must be a whole number >= {minimum}{upper}, not {value!r}; "
+            f"fix it (for example -e {name}={minimum})"
+        )
+    return number
+
+
+def node_count(value: Any, name: str = "workbench_nodes") -> int:
+    """The number of nodes, checked: `{{ workbench_nodes | wyvern.workbench.node_count }}`."""
+    return _int(value, name, 1, MAX_NODES)
+
+
+def node_names(name: str, nodes: Any, var: str = "workbench_nodes") -> list[str]:
+    """The containers (or instances) of a workbench in node order: node 0 is the workbench
+    itself (the notebook the user opens), then `<name>-node1`, `<name>-node2`, ..."""
+    count = node_count(nodes, var)
+    if not str(name or "").strip():
+        raise AnsibleFilterError("the workbench name is empty; set workbench_name")
+    return [name] + [f"{name}-node{index}" for index in range(1, count)]
+
+
+def node_homes(notebook_home: str, nodes: Any, var: str = "run_nodes") -> list[str]:
+    """Each node's folder on a host holding all of them (its outputs/, data/, workspace/):
+    node 0 is the notebook's own notebook_home, node i is notebook_home/nodes/<i>."""
+    count = node_count(nodes, var)
+    home = str(notebook_home).rstrip("/")
+    return [home] + [f"{home}/nodes/{index}" for index in range(1, count)]
+
+
+def node_jobs(
+    names: Sequence[str], jids: Sequence[str], logs: Sequence[str]
+) -> list[dict[str, str]]:
+    """The nodes of a distributed run for action run_progress: name, job id, log file."""
+    if not len(names) == len(jids) == len(logs):
+        raise AnsibleFilterError(
+            f"node_jobs needs one job and one log per node: {len(names)} nodes, "
+            f"{len(jids)} jobs, {len(logs)} logs"
+        )
+    return [
+        {"name": str(n), "jid": str(j), "log_file": str(log)}
+        for n, j, log in zip(names, jids, logs, strict=True)
+    ]
+
+
+def ec2_node_info(instance: dict[str, Any], node0: dict[str, Any]) -> dict[str, Any]:
+    """A node instance's record (as amazon.aws.ec2_instance_info returns it), in the shape
+    of node 0's ec2_gpu_instance_info, with its rank from the tag workbench:node."""
+    tags = instance.get("tags") or {}
+    if "workbench:node" not in tags:
+        raise AnsibleFilterError(
+            f"instance {instance.get('instance_id')} has no workbench:node tag; it is not a node"
+        )
+    return {
+        **node0,
+        "name": tags.get("Name") or instance.get("instance_id"),
+        "instance_id": instance.get("instance_id"),
+        "instance_type": instance.get("instance_type"),
+        "availability_zone": (instance.get("placement") or {}).get("availability_zone"),
+        "public_ip": instance.get("public_ip_address") or "",
+        "private_ip": instance.get("private_ip_address") or "",
+        "launch_time": instance.get("launch_time"),
+        "rank": _int(tags["workbench:node"], "the workbench:node tag", 0, MAX_NODES - 1),
+    }
+
+
+def node_alias(index: Any, var: str = "node index") -> str:
+    """The name node `index` is reached by inside the workbench, sorting in node order."""
+    return f"{ALIAS_PREFIX}{_int(index, var, 0, MAX_NODES - 1):03d}"
+
+
+def torchrun_command(
+    command: Sequence[Any],
+    nodes: Any,
+    node: Any,
+    run_id: str,
+    nproc_per_node: Any = 1,
+    port: Any = DEFAULT_PORT,
+    join_timeout: Any = DEFAULT_JOIN_TIMEOUT,
+    endpoint: str | None = None,
+    local_addr: str | None = None,
+) -> list[str]:
+    """Node `node`'s argv: torchrun with the c10d rendezvous, then `command` (`-m pkg ...`
+    or a script and its arguments) run by every worker.
+
+    `endpoint` (node 0's address) and `local_addr` (this node's) default to the aliases of
+    `node_alias`. Every node of one run gets the same line but for `--local-addr` and
+    `is_host`.
+    """
+    count = node_count(nodes, "run_nodes")
+    index = _int(node, "node", 0, count - 1)
+    procs = _int(nproc_per_node, "run_nproc_per_node", 1, 1024)
+    tcp_port = _int(port, "run_rdzv_port", 1, 65535)
+    join = _int(join_timeout, "run_join_timeout", 1)
+    if not str(run_id or "").strip() or any(c.isspace() or c in ",=" for c in str(run_id)):
+        raise AnsibleFilterError(
+            f"run_id {run_id!r} cannot name a rendezvous (empty, or with a space, ',' or '=')"
+        )
+    argv = [str(part) for part in command or []]
+    if not argv:
+        raise AnsibleFilterError("torchrun_command needs the command every worker runs")
+    host = endpoint or node_alias(0)
+    conf = {
+        "join_timeout": join,
+        # min == max == N: nothing to wait for once all are in.
+        "last_call_timeout": 1,
+        "close_timeout": 10,
+        "read_timeout": max(60, join),
+        "is_host": "true" if index == 0 else "false",
+    }
+    return [
+        "torchrun",
+        "--nnodes",
+        str(count),
+        "--nproc-per-node",
+        str(procs),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"{host}:{tcp_port}",
+        "--rdzv-id",
+        str(run_id),
+        "--rdzv-conf",
+        ",".join(f"{key}={value}" for key, value in conf.items()),
+        "--local-addr",
+        local_addr or node_alias(index),
+        "--max-restarts",
+        "0",
+        *argv,
+    ]
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "node_count": node_count,
+            "node_names": node_names,
+            "node_alias": node_alias,
+            "ec2_node_info": ec2_node_info,
+            "node_homes": node_homes,
+            "node_jobs": node_jobs,
+            "torchrun_command": torchrun_command,
+        }
