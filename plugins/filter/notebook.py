@@ -126,15 +126,23 @@ def notebook_image_tag(inputs: Iterable[Sequence[str]], base: str) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:_IMAGE_TAG_LENGTH]
 
 
-def run_id(settings: Mapping[str, Any], image_id: str, notebook: str | None = None) -> str:
-    """`<mode>-<10 hex>`: a SHA-1 over the notebook's parameters, the image that runs them
-    and (when not the default) the notebook, so new parameters, new workload code or
-    another notebook is a new run and the same ones are the same run."""
+def run_id(
+    settings: Mapping[str, Any],
+    image_id: str,
+    notebook: str | None = None,
+    data_digest: str | None = None,
+) -> str:
+    """`<mode>-<10 hex>`: a SHA-1 over the notebook's parameters, the image that runs them,
+    (when not the default) the notebook and (when given) the data set's content digest, so
+    new parameters, new workload code, another notebook or changed data is a new run and
+    the same ones are the same run. The default digits set has no digest: its ids stay."""
     if "mode" not in settings:
         raise AnsibleFilterError("run_id: the settings have no `mode`")
     keyed = {**settings, "image_id": image_id}
     if notebook and notebook != DEFAULT_NOTEBOOK:
         keyed["notebook"] = notebook
+    if data_digest:
+        keyed["data_digest"] = data_digest
     digest = hashlib.sha1(json.dumps(keyed).encode(), usedforsecurity=False).hexdigest()
     return f"{settings['mode']}-{digest[:_RUN_ID_LENGTH]}"
 

@@ -145,3 +145,14 @@ def test_run_id_is_stable_and_keyed_by_parameters_and_image() -> None:
     assert feature.startswith("feature-extract-")
     with pytest.raises(AnsibleFilterError, match="no `mode`"):
         filters.run_id({"epochs": 1}, "sha256:img")
+
+
+def test_run_id_changes_with_the_data_and_stays_for_the_default_data_set() -> None:
+    run = filters.run_id(SETTINGS, "sha256:img")
+    # The digits set has no digest (the role passes none): its runs keep their ids.
+    assert filters.run_id(SETTINGS, "sha256:img", None, None) == run == "finetune-1497b1c82e"
+    own = {**SETTINGS, "data_dir": "/workspace/data/own/flowers"}
+    first = filters.run_id(own, "sha256:img", None, "a" * 64)
+    assert filters.run_id(own, "sha256:img", None, "a" * 64) == first
+    # One changed image is another digest, so another run (same path, same parameters).
+    assert filters.run_id(own, "sha256:img", None, "b" * 64) != first
