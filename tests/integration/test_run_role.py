@@ -152,7 +152,7 @@ def test_group_vars_set_the_run_and_each_epoch_is_shown(
     assert failed.rc != 0
     text = " ".join(failed.output.split())
     assert "The notebook failed (papermill rc=1, training state failed)" in text, failed.tail(60)
-    assert "cannot read weights file /workspace/missing.pt" in text, failed.tail(60)
+    assert "unknown --weights '/workspace/missing.pt'" in text, failed.tail(60)
 
     # Any notebook of the user's project runs the same way, with the same parameters.
     mine = run_playbook(
