@@ -75,6 +75,55 @@ def ec2_receipt(
     }
 
 
+def _usd(value: Any) -> str:
+    """A price as people write it: 0.526, 0.00001 (never 1e-05)."""
+    return format(float(value), ".6f").rstrip("0").rstrip(".") or "0"
+
+
+def ec2_price(answer: dict[str, Any] | None) -> dict[str, Any]:
+    """ec2_price_info's answer as the role records it: the on-demand USD/hour (or None), where
+    it comes from in words ("AWS Price List API, <date>" or "dated table, <date> (<table>):
+    <why the API was not used>"), and the lowest current spot price beside it."""
+    answer = answer or {}
+    on_demand = answer.get("on_demand") or None
+    spot = answer.get("spot") or None
+    reason = answer.get("fallback_reason")
+    if on_demand is None:
+        source = f"no price: {reason}" if reason else "no price"
+    elif reason:
+        source = f"dated table, {on_demand.get('date') or 'undated'} ({on_demand.get('source')}): {reason}"
+    else:
+        source = f"{on_demand.get('source')}, {on_demand.get('date')}"
+    return {
+        "usd_per_hour": None if on_demand is None else float(on_demand["usd_per_hour"]),
+        "source": source,
+        "date": None if on_demand is None else on_demand.get("date"),
+        "spot_usd_per_hour": None if spot is None else float(spot["usd_per_hour"]),
+        "spot_zone": None if spot is None else spot.get("zone"),
+        "spot_source": None if spot is None else f"{spot.get('source')}, {spot.get('date')}",
+    }
+
+
+def ec2_price_text(price: dict[str, Any], instance_type: str) -> str:
+    """The launch message's price: on demand with its source, the spot price beside it."""
+    if price.get("usd_per_hour") is None:
+        text = (
+            f"price unknown ({price.get('source')}): add {instance_type} to ec2_gpu_instance_prices"
+        )
+    else:
+        text = f"about {_usd(price['usd_per_hour'])} USD/hour on demand ({price['source']})"
+    return f"{text}; {ec2_spot_text(price)}"
+
+
+def ec2_spot_text(price: dict[str, Any]) -> str:
+    if price.get("spot_usd_per_hour") is None:
+        return "no current spot price"
+    return (
+        f"spot {_usd(price['spot_usd_per_hour'])} USD/hour now in {price['spot_zone']}"
+        f" ({price['spot_source']})"
+    )
+
+
 def _config_value(name: str, value: Any) -> str:
     text = str(value).strip()
     if not text or any(c in text for c in '\n\r"\0'):
@@ -200,8 +249,11 @@ def ec2_stop_receipt(
     volume_prices: dict[str, Any],
     volume_price_source: str,
     now: Any = None,
+    spot: str | None = None,
 ) -> list[dict[str, Any]]:
     """One receipt line per instance about to be stopped (ec2_instance_info's records).
+
+    `spot` (ec2_spot_text's words) stands beside the on-demand rate the cost is worked at.
 
     An instance that runs gets its uptime and cost since it was last started (EC2 sets
     launch_time at every start, so this is the billing period that the stop ends); one
@@ -234,6 +286,7 @@ def ec2_stop_receipt(
             "volume_prices": {kind: used[kind] for kind in sorted(used)},
             "volume_monthly_cost": None if monthly is None else round(monthly, 2),
             "volume_price_source": volume_price_source,
+            "spot": spot,
         }
         if running:
             hourly = (prices or {}).get(inst["instance_type"])
@@ -261,7 +314,8 @@ def ec2_stop_receipt_text(receipt: list[dict[str, Any]], workbench: str) -> str:
             sentences.append(
                 f"{head} stopped after {line['uptime']} up since its last start: about"
                 f" {line['estimated_cost']} USD at {line['hourly_price']} USD/hour"
-                f" ({line['price_source']})."
+                f"{' on demand' if line.get('spot') else ''} ({line['price_source']})"
+                f"{'; ' + line['spot'] if line.get('spot') else ''}."
             )
         kinds = "/".join(line["volume_types"]) or "EBS"
         if line["volume_monthly_cost"] is None:
@@ -452,6 +506,9 @@ class FilterModule:
             "ec2_stop_receipt_text": ec2_stop_receipt_text,
             "ec2_ami_login_user": ec2_ami_login_user,
             "ec2_gpu_summary": ec2_gpu_summary,
+            "ec2_price": ec2_price,
+            "ec2_price_text": ec2_price_text,
+            "ec2_spot_text": ec2_spot_text,
             "ssh_config_entry": ssh_config_entry,
             "ec2_gpu_instance_config_dir": ec2_gpu_instance_config_dir,
             "ec2_gpu_instance_connection_file": ec2_gpu_instance_connection_file,

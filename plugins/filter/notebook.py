@@ -126,17 +126,51 @@ def notebook_image_tag(inputs: Iterable[Sequence[str]], base: str) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:_IMAGE_TAG_LENGTH]
 
 
-def run_id(settings: Mapping[str, Any], image_id: str, notebook: str | None = None) -> str:
-    """`<mode>-<10 hex>`: a SHA-1 over the notebook's parameters, the image that runs them
-    and (when not the default) the notebook, so new parameters, new workload code or
-    another notebook is a new run and the same ones are the same run."""
+def run_id(
+    settings: Mapping[str, Any],
+    image_id: str,
+    notebook: str | None = None,
+    data_digest: str | None = None,
+) -> str:
+    """`<mode>-<10 hex>`: a SHA-1 over the notebook's parameters, the image that runs them,
+    (when not the default) the notebook and (when given) the data set's content digest, so
+    new parameters, new workload code, another notebook or changed data is a new run and
+    the same ones are the same run. The default digits set has no digest: its ids stay."""
     if "mode" not in settings:
         raise AnsibleFilterError("run_id: the settings have no `mode`")
     keyed = {**settings, "image_id": image_id}
     if notebook and notebook != DEFAULT_NOTEBOOK:
         keyed["notebook"] = notebook
+    if data_digest:
+        keyed["data_digest"] = data_digest
     digest = hashlib.sha1(json.dumps(keyed).encode(), usedforsecurity=False).hexdigest()
     return f"{settings['mode']}-{digest[:_RUN_ID_LENGTH]}"
+
+
+def redact_url(value: Any) -> str:
+    """A URL as it may be shown or recorded: no user, password, query or fragment.
+
+    A presigned URL carries its signature and credential in the query, a basic-auth URL its
+    password in the user part; both may be given as run_dataset. Anything that is not a URL
+    with a scheme and a host comes back as it is.
+    """
+    from urllib.parse import urlsplit
+
+    text = _text(value)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return text
+    if not parts.scheme or not host:
+        return text
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    hidden = bool(parts.username or parts.password or parts.query or parts.fragment)
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return f"{shown}?(hidden)" if hidden else shown
 
 
 class FilterModule:
@@ -148,4 +182,5 @@ class FilterModule:
             "notebook_base_identity": notebook_base_identity,
             "notebook_image_tag": notebook_image_tag,
             "run_id": run_id,
+            "redact_url": redact_url,
         }

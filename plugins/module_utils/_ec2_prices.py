@@ -190,5 +190,15 @@ def prices(
 
 
 def _short(exc: BaseException) -> str:
+    """One short line: an API error's code and message (an HTML error page left out, as an
+    endpoint that does not serve the API sends), else the exception's first line."""
+    error = (getattr(exc, "response", None) or {}).get("Error") or {}
+    code, message = str(error.get("Code") or ""), str(error.get("Message") or "").strip()
+    if code:
+        if code.isdigit():
+            code = f"HTTP {code}"
+        if message and not message.startswith("<"):
+            code = f"{code}: {message.splitlines()[0]}"
+        return code[:200]
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
     return text[:200]

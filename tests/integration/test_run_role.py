@@ -140,20 +140,19 @@ def test_group_vars_set_the_run_and_each_epoch_is_shown(
     progress = json.loads((run_dir / "progress.json").read_text())
     assert progress["state"] == "done" and progress["epoch"] == 2
 
-    # -e still wins over group_vars, and a notebook that fails says why.
-    empty = host_notebook_home(workbench["workbench_name"]) / "data" / "empty"
-    empty.mkdir(parents=True)
+    # -e still wins over group_vars, and a notebook that fails says why (bad data is
+    # refused before papermill starts: tests/integration/test_run_dataset.py).
     failed = run_playbook(
         repo_root,
         "playbooks/run.yml",
         ansible_env,
-        {**workbench, "run_dataset": "/workspace/data/empty"},
+        {**workbench, "run_weights": "/workspace/missing.pt"},
         inventory,
     )
     assert failed.rc != 0
     text = " ".join(failed.output.split())
     assert "The notebook failed (papermill rc=1, training state failed)" in text, failed.tail(60)
-    assert "data root /workspace/data/empty has no train/ directory" in text, failed.tail(60)
+    assert "unknown --weights '/workspace/missing.pt'" in text, failed.tail(60)
 
     # Any notebook of the user's project runs the same way, with the same parameters.
     mine = run_playbook(

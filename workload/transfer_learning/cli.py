@@ -1,4 +1,4 @@
-"""`python -m transfer_learning {fetch,make-dataset,train,evaluate,bench}`."""
+"""`python -m transfer_learning {fetch,make-dataset,check-data,train,evaluate,bench}`."""
 
 from __future__ import annotations
 
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive, default=64, help="image side in pixels (default 64)")
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser(
+        "check-data", help="check an ImageFolder tree before a run; print its classes and digest"
+    )
+    p.add_argument("dir", help="root with train/<class>/* and val/<class>/*")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("train", help="train resnet18 on an ImageFolder tree")
     p.add_argument("--data", required=True, help="root with train/<class>/* and val/<class>/*")
@@ -146,6 +152,17 @@ def _run(args: argparse.Namespace) -> int:
         from transfer_learning.data import make_digits
 
         print(make_digits(args.dir, size=args.size, val_fraction=args.val_fraction, seed=args.seed))
+    elif args.command == "check-data":
+        from transfer_learning.data import check_folder
+
+        found = check_folder(args.dir)
+        if args.json:
+            print(json.dumps(found, indent=2))
+        else:
+            print(
+                f"{found['root']}: {len(found['classes'])} classes, {found['train']} train and "
+                f"{found['val']} val files, sha256 {found['digest']}"
+            )
     elif args.command == "train":
         from transfer_learning.config import TrainConfig
         from transfer_learning.trainer import train

@@ -103,6 +103,35 @@ def scan_folder(root: str | os.PathLike[str]) -> FolderData:
     return FolderData(root, classes, splits["train"], splits["val"])
 
 
+def check_folder(root: str | os.PathLike[str]) -> dict[str, object]:
+    """The layout of `scan_folder`, at least one image Pillow opens in each split, and a digest.
+
+    What a run would refuse, said before it starts (`check-data`); the digest (SHA-256 over
+    every train/ and val/ file's path and content) names the data set's version, so a run on
+    changed data is a new run.
+    """
+    folder = scan_folder(root)
+    digest = hashlib.sha256()
+    for split_name, split in (("train", folder.train), ("val", folder.val)):
+        if not any(load_rgb(path) is not None for path in split.paths):
+            raise WorkloadError(
+                f"{folder.root}/{split_name} has {len(split.paths)} file(s) and no readable image "
+                "(Pillow opened none): put JPEG or PNG images in "
+                f"{folder.root}/{split_name}/<class>/"
+            )
+        for path in split.paths:
+            digest.update(path.relative_to(folder.root).as_posix().encode() + b"\0")
+            with path.open("rb") as fh:
+                digest.update(hashlib.file_digest(fh, "sha256").digest())
+    return {
+        "root": str(folder.root),
+        "classes": folder.classes,
+        "train": len(folder.train.paths),
+        "val": len(folder.val.paths),
+        "digest": digest.hexdigest(),
+    }
+
+
 def limit_split(split: Split, limit: int | None, seed: int) -> Split:
     """A seeded sample of at most `limit` images, every class kept where possible."""
     if limit is None or limit >= len(split.paths):

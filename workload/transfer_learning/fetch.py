@@ -91,6 +91,26 @@ def _safe_members(names: list[str], archive: Path) -> None:
             raise WorkloadError(f"archive {archive} has an unsafe member path {name!r}")
 
 
+def _plain_members(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """The "data" filter's refusals, by hand: no absolute or `..` paths or link targets,
+    no devices; modes made plain (no set-id bits), owners left to the extracting user."""
+    members = tf.getmembers()
+    _safe_members([m.name for m in members], archive)
+    for m in members:
+        if m.isdev():
+            raise WorkloadError(f"archive {archive} holds a device file {m.name!r}")
+        if m.issym() or m.islnk():
+            target = Path(m.linkname)
+            if m.issym() and not target.is_absolute():
+                target = Path(m.name).parent / target
+            if target.is_absolute() or ".." in Path(os.path.normpath(target)).parts:
+                raise WorkloadError(f"archive {archive} has a link {m.name!r} leaving the archive")
+        m.mode &= 0o755 if m.isdir() else 0o644
+        m.uid = m.gid = 0
+        m.uname = m.gname = ""
+    return members
+
+
 def extract(archive: Path, dest: Path) -> list[Path]:
     """Extract into a temporary directory beside dest, then move each top entry into place."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -103,7 +123,10 @@ def extract(archive: Path, dest: Path) -> list[Path]:
                     zf.extractall(tmp_path)
             elif tarfile.is_tarfile(archive):
                 with tarfile.open(archive) as tf:
-                    tf.extractall(tmp_path, filter="data")
+                    if hasattr(tarfile, "data_filter"):
+                        tf.extractall(tmp_path, filter="data")
+                    else:  # Python before 3.11.4 (Debian 12's 3.11.2): no extraction filters
+                        tf.extractall(tmp_path, members=_plain_members(tf, archive))
             else:
                 raise WorkloadError(f"{archive} is neither a zip nor a tar archive")
         except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:

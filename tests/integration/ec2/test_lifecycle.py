@@ -137,6 +137,18 @@ def test_present_reports_the_instance_and_its_price(scenario: Scenario) -> None:
     assert info["ssh_user"] == "ubuntu"
     assert info["hourly_price"] == pytest.approx(0.526)
     assert info["price_date"] and info["price_source"]
+    # moto serves no Price List API: the dated table is the stated fallback, with why, and
+    # moto's own spot price history stands beside it (ec2_price_info's answer, not the table).
+    launch = " ".join(
+        scenario.first.results("Show what will run and what it costs")[0]["msg"].split()
+    )
+    assert launch.endswith(
+        "about 0.526 USD/hour on demand (dated table, 2025-06-01 (AWS EC2 On-Demand pricing page,"
+        " Linux, us-east-1): the Price List API did not answer (HTTP 500)); spot 0.00001 USD/hour"
+        " now in us-east-1a (EC2 spot price history, 2006-01-02)."
+    ), launch
+    assert info["price_source"].startswith("dated table, 2025-06-01"), info
+    assert info["spot_price"].startswith("spot 0.00001 USD/hour now in us-east-1a"), info
     added = scenario.first.results("Add the instance to the workbench group")[0]
     assert added["add_host"]["groups"] == ["workbench"]
     host_vars = added["add_host"]["host_vars"]

@@ -116,7 +116,8 @@ def test_stop_keeps_the_volume_and_prints_a_receipt(bench: Workbench) -> None:
     assert volume["Attachments"][0]["InstanceId"] == before["InstanceId"]
     receipt = _receipt(stop)
     assert f"{before['InstanceId']} (g4dn.xlarge) stopped after" in receipt, receipt
-    assert "USD at 0.526 USD/hour" in receipt, receipt
+    assert "USD at 0.526 USD/hour on demand (dated table, 2025-06-01" in receipt, receipt
+    assert "the Price List API did not answer (HTTP 500)); spot 0.00001 USD/hour now" in receipt
     # 64 GB of gp3 at 0.08 USD per GB-month, as the role's dated table says.
     assert "its 64 GB of gp3 volume (image, data, outputs) is kept: about 5.12 USD/month" in (
         receipt

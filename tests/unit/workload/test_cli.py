@@ -70,3 +70,23 @@ def test_notebook_parameters_cell_and_empty_outputs() -> None:
     code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "import transfer_learning" in code
     assert "def " not in code and "optimizer" not in code  # no second copy of the logic
+
+
+def test_check_data_prints_the_digest_or_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / "d" / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / "d" / split / name / "0.png"
+            )
+    assert main(["check-data", str(tmp_path / "d"), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["classes"] == ["a", "b"] and len(found["digest"]) == 64
+    assert main(["check-data", str(tmp_path / "nope")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data root") and "does not exist" in err and "\n" not in err

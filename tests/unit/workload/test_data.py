@@ -14,6 +14,7 @@ from PIL import Image
 from transfer_learning.data import (
     Batcher,
     Split,
+    check_folder,
     decode_split,
     limit_split,
     load_rgb,
@@ -233,3 +234,41 @@ def test_a_killed_worker_ends_the_run_with_the_fix(
     with pytest.raises(WorkloadError, match=r"worker failed .*--workers 0"):
         data.decode_split(_split(tmp_path), 8, 1)
     assert time.monotonic() - started < 60
+
+
+def test_check_folder_names_the_data_set_by_its_content(tmp_path: Path) -> None:
+    first = check_folder(_tree(tmp_path / "a", {"ants": (2, 1), "bees": (1, 1)}))
+    assert first["classes"] == ["ants", "bees"]
+    assert (first["train"], first["val"]) == (3, 2)
+    # The same files elsewhere are the same data set; one changed image is another.
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert check_folder(tmp_path / "b")["digest"] == first["digest"]
+    _png(tmp_path / "b" / "val" / "bees" / "0.png", size=13)
+    assert check_folder(tmp_path / "b")["digest"] != first["digest"]
+    # A renamed image (another class) is another data set too.
+    (tmp_path / "a" / "train" / "ants" / "1.png").rename(
+        tmp_path / "a" / "train" / "bees" / "9.png"
+    )
+    assert check_folder(tmp_path / "a")["digest"] != first["digest"]
+
+
+def test_check_folder_refuses_a_split_without_a_readable_image(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            (root / split / name / "x.jpg").write_bytes(b"not an image")
+    _png(root / "train" / "a" / "ok.png")  # train is readable, val is not
+    with pytest.raises(WorkloadError, match=r"data/val has 2 file\(s\) and no readable image"):
+        check_folder(root)
+    with pytest.raises(WorkloadError, match="has no val/ directory"):
+        shutil_rm(root / "val")
+        check_folder(root)
+
+
+def shutil_rm(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)

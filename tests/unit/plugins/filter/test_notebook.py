@@ -145,3 +145,38 @@ def test_run_id_is_stable_and_keyed_by_parameters_and_image() -> None:
     assert feature.startswith("feature-extract-")
     with pytest.raises(AnsibleFilterError, match="no `mode`"):
         filters.run_id({"epochs": 1}, "sha256:img")
+
+
+def test_run_id_changes_with_the_data_and_stays_for_the_default_data_set() -> None:
+    run = filters.run_id(SETTINGS, "sha256:img")
+    # The digits set has no digest (the role passes none): its runs keep their ids.
+    assert filters.run_id(SETTINGS, "sha256:img", None, None) == run == "finetune-1497b1c82e"
+    own = {**SETTINGS, "data_dir": "/workspace/data/own/flowers"}
+    first = filters.run_id(own, "sha256:img", None, "a" * 64)
+    assert filters.run_id(own, "sha256:img", None, "a" * 64) == first
+    # One changed image is another digest, so another run (same path, same parameters).
+    assert filters.run_id(own, "sha256:img", None, "b" * 64) != first
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        (
+            "https://bucket.s3.amazonaws.com/data/set.tar.gz?X-Amz-Credential=AKIAEXAMPLE%2F2026"
+            "&X-Amz-Signature=0123abcd",
+            "https://bucket.s3.amazonaws.com/data/set.tar.gz?(hidden)",
+        ),
+        ("https://user:s3cret@example.org:8443/d.zip", "https://example.org:8443/d.zip?(hidden)"),
+        ("https://example.org/d.zip#token=abc", "https://example.org/d.zip?(hidden)"),
+        ("https://example.org/d.zip", "https://example.org/d.zip"),
+        ("http://[::1]:8000/d.tgz?sig=1", "http://[::1]:8000/d.tgz?(hidden)"),
+        ("digits", "digits"),
+        ("/home/me/data/flowers", "/home/me/data/flowers"),
+        ("/workspace/data/x", "/workspace/data/x"),
+        ("https://example.org:notaport/d.zip", "https://example.org:notaport/d.zip"),
+    ],
+)
+def test_redact_url_hides_what_a_url_carries_as_a_secret(given: str, shown: str) -> None:
+    assert filters.redact_url(given) == shown
+    for secret in ("s3cret", "0123abcd", "AKIAEXAMPLE", "token=abc", "sig=1"):
+        assert secret not in filters.redact_url(given)

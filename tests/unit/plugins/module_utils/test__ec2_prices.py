@@ -7,6 +7,7 @@ and reserved terms, the price list items as JSON strings, as the API sends them)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,3 +174,60 @@ def test_a_corrupt_or_future_cache_is_ignored(tmp_path):
     assert ep.load_cache(path, NOW, 86400) is None
     path.write_text(json.dumps({"fetched_at": NOW + 3600, "on_demand": {"usd_per_hour": 1}}))
     assert ep.load_cache(path, NOW, 86400) is None
+
+
+_spec = importlib.util.spec_from_file_location(
+    "ec2_gpu_instance_filters",
+    Path(__file__).resolve().parents[4] / "plugins/filter/ec2_gpu_instance.py",
+)
+assert _spec and _spec.loader
+filters = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(filters)
+
+
+def _stop_receipt(price: dict) -> str:
+    """The stop receipt the role prints, priced as stopped.yml prices it."""
+    lines = filters.ec2_stop_receipt(
+        [{"instance_id": "i-1", "instance_type": "g4dn.xlarge", "state": {"name": "running"},
+          "launch_time": "2026-11-27T06:00:00+00:00"}],
+        [], {"g4dn.xlarge": price["usd_per_hour"]}, price["source"], {}, "EBS table",
+        now="2026-11-27T08:00:00+00:00", spot=filters.ec2_spot_text(price),
+    )  # fmt: skip
+    return filters.ec2_stop_receipt_text(lines, "exp1")
+
+
+def test_the_launch_message_and_the_receipt_name_the_api_and_the_spot_price(pricing, ec2, tmp_path):
+    (p, pstub), (e, estub) = pricing, ec2
+    products_answer(pstub)
+    spot_answer(estub)
+    price = filters.ec2_price(run(p, e, tmp_path))
+    assert filters.ec2_price_text(price, "g4dn.xlarge") == (
+        "about 0.526 USD/hour on demand (AWS Price List API, 2026-11-01); "
+        "spot 0.2131 USD/hour now in us-east-1b (EC2 spot price history, 2026-11-27)"
+    )
+    assert (
+        "i-1 (g4dn.xlarge) stopped after 2h 00m 00s up since its last start: about 1.052 USD at"
+        " 0.526 USD/hour on demand (AWS Price List API, 2026-11-01); spot 0.2131 USD/hour now"
+        " in us-east-1b (EC2 spot price history, 2026-11-27)."
+    ) in _stop_receipt(price)
+
+
+def test_the_launch_message_and_the_receipt_state_the_table_and_why(pricing, ec2, tmp_path):
+    (p, pstub), (e, estub) = pricing, ec2
+    # What an endpoint that does not serve the API sends (moto: HTTP 500, an HTML page).
+    pstub.add_client_error("get_products", "500", "<!doctype html><html>...", 500)
+    estub.add_response("describe_spot_price_history", {"SpotPriceHistory": []})
+    price = filters.ec2_price(run(p, e, tmp_path))
+    assert filters.ec2_price_text(price, "g4dn.xlarge") == (
+        "about 0.5 USD/hour on demand (dated table, 2025-06-01 (AWS EC2 On-Demand pricing page):"
+        " the Price List API did not answer (HTTP 500)); no current spot price"
+    )
+    assert "USD at 0.5 USD/hour on demand (dated table, 2025-06-01" in _stop_receipt(price)
+    # Neither the API nor the table: the message says what to add.
+    unknown = filters.ec2_price(
+        {"on_demand": None, "spot": None, "fallback_reason": "the Price List API did not answer"}
+    )
+    assert filters.ec2_price_text(unknown, "p5.48xlarge") == (
+        "price unknown (no price: the Price List API did not answer): add p5.48xlarge to"
+        " ec2_gpu_instance_prices; no current spot price"
+    )
