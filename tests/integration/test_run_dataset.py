@@ -177,3 +177,23 @@ def test_bad_data_stops_before_the_run_with_the_path_and_the_fix(
     (home / "data" / "empty").mkdir(parents=True)
     text = refused("/workspace/data/empty")
     assert "data root /workspace/data/empty has no train/ directory" in text, text[-2000:]
+
+    # A presigned URL's signature is a secret: the fetch fails here (nothing listens), and
+    # neither its message nor Ansible's -vvv log nor any run record shows the query.
+    secret = "X-Amz-Signature=feedc0ffee5ecret"
+    signed = f"https://127.0.0.1:9/bucket/data.tar.gz?X-Amz-Credential=AKIDWYVERN&{secret}"
+    vvv_env = {**ansible_env, "ANSIBLE_VERBOSITY": "3"}
+    run = run_playbook(
+        repo_root,
+        "playbooks/run.yml",
+        vvv_env,
+        {**workbench, **TINY, "run_dataset": signed, "run_dataset_sha256": "0" * 64},
+    )
+    assert run.rc != 0, run.tail(40)
+    assert PAPERMILL not in run.output, run.tail(60)
+    text = _flat(run.output)
+    assert "run_dataset https://127.0.0.1:9/bucket/data.tar.gz?(hidden):" in text, text[-2000:]
+    for leak in ("feedc0ffee5ecret", "AKIDWYVERN"):
+        assert leak not in run.output, "the presigned URL's query reached the log"
+        for written in (home / "data").rglob("*.json"):
+            assert leak not in written.read_text(), written
