@@ -153,17 +153,12 @@ def create_container(
     client: Any, name: str, desired: dict[str, Any], bind_address: str, port: int
 ) -> Any:
     try:
-        return client.containers.create(
+        container = client.containers.create(
             image=desired["image"],
             name=name,
             environment=desired["env"],
             init=desired["init"],
             network=desired["network"],
-            networking_config={
-                desired["network"]: client.api.create_endpoint_config(aliases=desired["aliases"])
-            }
-            if desired.get("aliases")
-            else None,
             ports={f"{CONTAINER_PORT}/tcp": (bind_address, port)},
             device_requests=device_requests(desired["gpus"]),
             volumes=desired["mounts"],
@@ -173,6 +168,14 @@ def create_container(
             restart_policy={"Name": desired["restart_policy"]},
             detach=True,
         )
+        if desired.get("aliases"):
+            # Aliases by reconnecting the created container: the Docker SDK of Debian 12
+            # (python3-docker 5, an instance's own Python) has no networking_config.
+            client.api.disconnect_container_from_network(container.id, desired["network"])
+            client.api.connect_container_to_network(
+                container.id, desired["network"], aliases=list(desired["aliases"])
+            )
+        return container
     except APIError as exc:
         raise NotebookError(f"Docker refused to create {name}: {exc.explanation or exc}") from exc
 

@@ -267,10 +267,12 @@ def test_a_node_joins_the_shared_network_with_icc_and_its_alias(tmp_path: Path) 
     assert created.kwargs["options"] == {"com.docker.network.bridge.enable_icc": "true"}
     kwargs = client.containers.create.call_args.kwargs
     assert kwargs["network"] == "wb-nodes"
-    client.api.create_endpoint_config.assert_called_once_with(aliases=["node-001"])
-    assert kwargs["networking_config"] == {
-        "wb-nodes": client.api.create_endpoint_config.return_value
-    }
+    # No networking_config: Debian 12's Docker SDK (an instance's Python) has none.
+    assert "networking_config" not in kwargs
+    container = client.containers.create.return_value
+    client.api.connect_container_to_network.assert_called_once_with(
+        container.id, "wb-nodes", aliases=["node-001"]
+    )
 
 
 def test_a_single_notebook_keeps_its_own_network_without_icc(tmp_path: Path) -> None:
@@ -279,7 +281,8 @@ def test_a_single_notebook_keeps_its_own_network_without_icc(tmp_path: Path) -> 
     created = client.networks.create.call_args
     assert created.args == ("wyvern-test-module-unit-net",)
     assert created.kwargs["options"] == {"com.docker.network.bridge.enable_icc": "false"}
-    assert client.containers.create.call_args.kwargs["networking_config"] is None
+    assert "networking_config" not in client.containers.create.call_args.kwargs
+    client.api.connect_container_to_network.assert_not_called()
 
 
 def test_a_shared_network_with_the_other_icc_setting_fails_with_the_fix(tmp_path: Path) -> None:
