@@ -110,6 +110,17 @@ def _changed_tasks(output: str) -> list[str]:
     return tasks
 
 
+def _assert_ssh_reaches(ssh_config: Path, name: str) -> None:
+    """`ssh <name>` as the user types it, through the SSH config entry, in batch mode."""
+    probe = subprocess.run(
+        ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", name, "echo", "reached"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.stdout.strip() == "reached", probe.stderr
+
+
 def _check_jupyterlab_through_tunnel(
     summary: str, ssh_config: Path, name: str, tunnel_port: int
 ) -> None:
@@ -202,13 +213,7 @@ def test_aws_target_lifecycle(
         assert f"HostKeyAlias {alias}" in entry
         assert "StrictHostKeyChecking yes" in entry
         # `ssh <name>` as the user types it, checked against that known_hosts only.
-        probe = subprocess.run(
-            ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", name, "echo", "reached"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert probe.stdout.strip() == "reached", probe.stderr
+        _assert_ssh_reaches(ssh_config, name)
         assert known_hosts.read_text() == f"{alias} {sshd.host_key}\n"
         # ssh's own ~/.ssh/known_hosts (of the account, whatever HOME says) learnt nothing.
         for home in {aws_home, Path(pwd.getpwuid(os.getuid()).pw_dir)}:
@@ -313,13 +318,7 @@ def test_aws_target_lifecycle(
         assert stand_in.boots == [first_address, new_address], stand_in.boots
         entry = ssh_config.read_text().split(f"Host {name}\n", 1)[1].split("# END", 1)[0]
         assert f"HostName {new_address}" in entry, entry
-        probe = subprocess.run(
-            ["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", name, "echo", "reached"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert probe.stdout.strip() == "reached", probe.stderr
+        _assert_ssh_reaches(ssh_config, name)
         assert (host_notebook_home(name) / "token").read_text().strip() == token
         started_again = run_playbook(repo_root, "playbooks/start.yml", env, extra)
         assert started_again.rc == 0, started_again.tail(80)
