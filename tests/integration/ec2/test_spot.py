@@ -94,3 +94,43 @@ def test_teardown_deletes_the_template(spot) -> None:
     assert gone.rc == 0, gone.describe()
     ec2 = moto.client("ec2")
     assert ec2.describe_launch_templates()["LaunchTemplates"] == []
+
+
+def test_stopping_a_spot_workbench_says_what_to_do_and_stops_nothing(
+    moto_session, base_env, tmp_path
+) -> None:
+    """EC2 refuses to stop a one-time spot instance. moto marks an instance spot only when
+    run_instances asks for the spot market itself, so the instance is made that way here,
+    with the workbench's tags, as the template launch makes it on EC2."""
+    moto_session.reset()
+    env = role_env(base_env, moto_session.env, tmp_path)
+    ec2 = moto_session.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    (instance,) = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        InstanceMarketOptions={"MarketType": "spot"},
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    {"Key": "workbench:name", "Value": "workbench"},
+                    {"Key": "workbench:owner", "Value": OWNER},
+                ],
+            }
+        ],
+    )["Instances"]
+    assert instance.get("InstanceLifecycle") == "spot"
+    run = run_role(env, ec2_gpu_instance_state="stopped", **COMMON)
+    assert run.rc != 0, run.describe()
+    assert any(
+        "runs on a one-time spot instance" in m and "playbooks/teardown.yml" in m
+        for m in run.failures()
+    ), run.describe()
+    (now,) = [
+        i
+        for r in ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"]
+        for i in r["Instances"]
+    ]
+    assert now["State"]["Name"] == "running"
