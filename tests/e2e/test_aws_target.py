@@ -28,12 +28,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 
 from tests.integration.durable.support import FakeImds
 from tests.support.browser import DEVICE_OUTPUT, chromium_page, run_device_cell_in_jupyterlab
+from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook
 from tests.support.ports import reserved_port
@@ -51,8 +51,7 @@ def name(docker_client) -> Iterator[str]:
     # suffix, must fit a Unix socket path (108 bytes) under pytest's tmp HOME.
     workbench = f"wbaws-{secrets.token_hex(2)}"
     yield workbench
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.containers.get(workbench).remove(force=True)
+    remove_workbench(docker_client, workbench)
     shutil.rmtree(host_notebook_home(workbench), ignore_errors=True)
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import docker
 import pytest
 
+from tests.support.cleanup import remove_workbench
 from tests.support.gpu import HAS_GPU
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import PlaybookRun, run_playbook
@@ -48,8 +48,7 @@ class Workbench:
 
 
 def _remove(docker_client, workbench: Workbench) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.containers.get(workbench.name).remove(force=True)
+    remove_workbench(docker_client, workbench.name)
     if workbench.home.exists():
         shutil.rmtree(workbench.home)  # errors propagate: a leftover would fake a finished run
     assert not workbench.home.exists()

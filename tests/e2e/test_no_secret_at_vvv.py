@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cleanup import remove_workbench
 from tests.support.playbook import run_playbook
 
 TINY_RUN = {"run_epochs": 1, "run_image_size": 32, "run_limit": 100, "run_batch_size": 32}
@@ -76,10 +77,7 @@ def test_the_token_appears_nowhere_at_vvv(
         seen["playbooks/teardown.yml"] = down.output
         assert down.rc == 0, down.tail(80)
     finally:
-        for leftover in docker_client.containers.list(all=True, filters={"name": f"^{name}$"}):
-            leftover.remove(force=True)
-        for network in docker_client.networks.list(names=[f"{name}-net"]):
-            network.remove()
+        remove_workbench(docker_client, name)
 
     fetched = [path for path in outputs.rglob("*") if path.is_file()]
     assert any(path.name == "metrics.json" for path in fetched), fetched

@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 import yaml
 
+from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook
 from tests.support.ports import reserved_port
@@ -78,12 +78,7 @@ def two_nodes(
             assert started.rc == 0, started.tail(80)
             yield {**settings, "up": str(up), "home": home}
         finally:
-            for container in (name, f"{name}-node1"):
-                with contextlib.suppress(docker.errors.NotFound):
-                    docker_client.containers.get(container).remove(force=True)
-            for network in (f"{name}-nodes", f"{name}-net", f"{name}-node1-net"):
-                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                    docker_client.networks.get(network).remove()
+            remove_workbench(docker_client, name)
             if home.exists():
                 shutil.rmtree(home)
 

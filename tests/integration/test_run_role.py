@@ -9,7 +9,6 @@ configuration. A few minutes on two shared cores.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import secrets
@@ -17,10 +16,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 import yaml
 
+from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook
 from tests.support.ports import reserved_port
@@ -101,8 +100,7 @@ def workbench(
             assert started.rc == 0, started.tail()
             yield settings
         finally:
-            with contextlib.suppress(docker.errors.NotFound):
-                docker_client.containers.get(name).remove(force=True)
+            remove_workbench(docker_client, name)
             if home.exists():
                 shutil.rmtree(home)
 

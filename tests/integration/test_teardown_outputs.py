@@ -6,15 +6,14 @@ real notebook; this one needs no image and takes seconds.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
+from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook
 
@@ -25,8 +24,7 @@ def workbench_name(docker_client) -> Iterator[str]:
     home = host_notebook_home(name)
     assert not home.exists()
     yield name
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.containers.get(name).remove(force=True)
+    remove_workbench(docker_client, name)
     if home.exists():
         shutil.rmtree(home)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import socket
@@ -11,8 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
+
+from tests.support.cleanup import remove_workbench
 
 PREFIX = "wyvern-test-module-"
 
@@ -72,7 +72,4 @@ def container_name(docker_client, request: pytest.FixtureRequest) -> Iterator[st
 
 
 def remove_container(docker_client, name: str) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.containers.get(name).remove(force=True)
-    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-        docker_client.networks.get(f"{name}-net").remove()
+    remove_workbench(docker_client, name)

@@ -9,13 +9,11 @@ tests/output/browser/.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 
@@ -27,6 +25,7 @@ from tests.support.browser import (
     missing_browser,
     run_device_cell_in_jupyterlab,
 )
+from tests.support.cleanup import remove_workbench
 from tests.support.gpu import HAS_GPU
 from tests.support.outputs import host_notebook_home
 from tests.support.playbook import run_playbook
@@ -60,8 +59,7 @@ def started_notebook(
     home = host_notebook_home(name)
 
     def remove() -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(name).remove(force=True)
+        remove_workbench(docker_client, name)
         shutil.rmtree(home, ignore_errors=True)
 
     playbook = tmp_path / "start.yml"

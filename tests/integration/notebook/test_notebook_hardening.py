@@ -4,7 +4,6 @@ loops found in seconds, true messages, a public bind only on purpose, a port per
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
 import json
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import docker
 import pytest
+
+from tests.support.cleanup import remove_workbench
 
 from .conftest import PREFIX, free_port
 
@@ -269,10 +270,7 @@ def test_each_workbench_gets_its_own_port_and_keeps_it(
         again = run_module(first)
         assert again["changed"] is False and again["url"] == a["url"]
     finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(second_name).remove(force=True)
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            docker_client.networks.get(f"{second_name}-net").remove()
+        remove_workbench(docker_client, second_name)
 
 
 def test_a_recorded_port_taken_by_something_else_is_a_clear_error(

@@ -6,16 +6,15 @@ with the same token; both change nothing the second time; start never makes a no
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 
+from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home
 from tests.support.playbook import PlaybookRun, run_playbook
 from tests.support.ports import reserved_port
@@ -48,10 +47,7 @@ def bench(docker_client, notebook_image: str) -> Iterator[tuple[str, int]]:
     name = f"wb-ss-{secrets.token_hex(3)}"
 
     def remove() -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(name).remove(force=True)
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            docker_client.networks.get(f"{name}-net").remove()
+        remove_workbench(docker_client, name)
         shutil.rmtree(host_notebook_home(name), ignore_errors=True)
 
     remove()
