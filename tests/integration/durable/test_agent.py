@@ -228,12 +228,18 @@ def _training(run: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def test_a_reclaim_notice_checkpoints_stops_records_and_uploads(
-    tmp_path, moto_session, bucket, imds
-) -> None:
+def _agent_with_credentials(tmp_path, moto_session, bucket, imds):
+    """The agent built from its config, its S3 client holding the instance profile's keys."""
     config = agent.load_config(str(_config(tmp_path, moto_session, bucket, imds.url)))
     built = agent.build(config)
     built[1].s3.credentials = mock.Mock(get=mock.Mock(return_value=CREDS))
+    return built
+
+
+def test_a_reclaim_notice_checkpoints_stops_records_and_uploads(
+    tmp_path, moto_session, bucket, imds
+) -> None:
+    built = _agent_with_credentials(tmp_path, moto_session, bucket, imds)
     run = tmp_path / "outputs/run-1"
     proc = _training(run)
     try:
@@ -260,9 +266,7 @@ def test_a_reclaim_notice_checkpoints_stops_records_and_uploads(
 def test_a_rebalance_recommendation_checkpoints_and_training_goes_on(
     tmp_path, moto_session, bucket, imds
 ) -> None:
-    config = agent.load_config(str(_config(tmp_path, moto_session, bucket, imds.url)))
-    built = agent.build(config)
-    built[1].s3.credentials = mock.Mock(get=mock.Mock(return_value=CREDS))
+    built = _agent_with_credentials(tmp_path, moto_session, bucket, imds)
     run = tmp_path / "outputs/run-1"
     proc = _training(run)
     try:
