@@ -104,3 +104,14 @@ if ! docker_answers; then
   docker_answers || not_ready "a Docker daemon that answers; dockerd did not come up (see /var/log/dockerd.log)"
 fi
 echo "setup: local target ready (docker $(docker version --format '{{.Server.Version}}'))"
+
+# Disk: the notebook image is about 6.5 GB, and building it keeps its venv stage (as much
+# again) as the build cache; the test suite adds its temporary files. Too little space
+# shows up later as many unrelated-looking failures, so say it here.
+need_gb=14 who="the local target" uses="the notebook image and its build cache"
+[ "$mode" = --tests ] && need_gb=30 who="the test suite" uses="$uses, the test venv and test files"
+docker_root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
+free_gb=$(df -P -BG "$docker_root" "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR > 1 { gsub("G", "", $4); if (min == "" || $4 + 0 < min) min = $4 + 0 } END { print min + 0 }')
+if [ "$mode" != control ] && [ "$free_gb" -lt "$need_gb" ]; then
+  echo "setup: WARNING: only ${free_gb} GB free under $docker_root or ${TMPDIR:-/tmp}; $who needs about ${need_gb} GB ($uses). Free space first: docker image prune (untagged build stages), old wyvern/notebook tags (docker image ls wyvern/notebook)." >&2
+fi

@@ -26,7 +26,7 @@ DOCUMENTATION = r"""
 action: run_progress
 short_description: Show a background notebook run's progress until its async job ends
 description:
-  - Polls the run's progress.json and the async job started with C(poll: 0), printing one
+  - Polls the run's progress.json and the async job started with C(poll=0), printing one
     line per epoch; fails with the job's error tail when the notebook fails.
 options:
   jid: {description: The async job id of the papermill task., type: str, required: true}
@@ -37,7 +37,7 @@ options:
   nodes:
     description:
       - A distributed run's nodes, node 0 (whose job is O(jid)) first, each a dict with C(name), C(jid) (its
-        torchrun job, started with C(poll: 0) on this host) and C(log_file) (its log on this host). The run
+        torchrun job, started with C(poll=0) on this host) and C(log_file) (its log on this host). The run
         fails as soon as one node's job fails, with that node's log tail, and is done when all are.
     type: list
     elements: dict

@@ -36,3 +36,23 @@ def test_every_playbook_passes_syntax_check(ansible_env) -> None:
             text=True,
         )
         assert proc.returncode == 0, f"{playbook.name}: {proc.stderr}"
+
+
+def test_every_plugin_documentation_block_is_yaml() -> None:
+    # ansible-doc and ansible-lint read these blocks as YAML; one that does not parse (a
+    # plain scalar holding ": ") leaves the plugin without documentation and an error in lint.
+    import ast
+
+    blocks = 0
+    for source in sorted((ROOT / "plugins").rglob("*.py")):
+        for node in ast.parse(source.read_text()).body:
+            if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Constant):
+                continue
+            name = getattr(node.targets[0], "id", "")
+            if name in {"DOCUMENTATION", "EXAMPLES", "RETURN"} and node.value.value:
+                try:
+                    yaml.safe_load(node.value.value)
+                except yaml.YAMLError as error:
+                    raise AssertionError(f"{source.relative_to(ROOT)} {name}: {error}") from None
+                blocks += 1
+    assert blocks > 10

@@ -26,6 +26,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.support.cleanup import removing_new_dangling_images
+from tests.support.locks import machine_lock
 from tests.support.notebook_image import PLAYBOOK
 
 
@@ -87,7 +89,11 @@ def test_an_index_credential_is_used_by_the_build_and_kept_out_of_the_image(
     cert, key = certificate(gateway, tmp_path)
     bundle = tmp_path / "ca-bundle.crt"
     bundle.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text() + cert.read_text())
-    with fake_index(gateway, cert, key) as (port, authorizations):
+    with (
+        machine_lock("notebook-image"),
+        removing_new_dangling_images(docker_client),
+        fake_index(gateway, cert, key) as (port, authorizations),
+    ):
         url = f"https://wyvern:{password}@{gateway}:{port}/simple"
         proc = subprocess.run(
             [
