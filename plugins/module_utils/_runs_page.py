@@ -29,8 +29,15 @@ NOTEBOOK = "transfer_learning.ipynb"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
 COST = "cost.json"
+# Written by the durable-outputs agent when a spot notice (or a rebalance recommendation)
+# made it checkpoint a run; it comes home with the run (or from S3 after a reclaim).
+INTERRUPTION = "interruption.json"
 # A run directory holds at least one of these; anything else under outputs/ is ignored.
-RUN_MARKERS = (METRICS, NOTEBOOK, ENVIRONMENT)
+RUN_MARKERS = (METRICS, NOTEBOOK, ENVIRONMENT, INTERRUPTION)
+NOTICE_NAMES = {
+    "instance-action": "spot interruption notice",
+    "rebalance": "rebalance recommendation",
+}
 # Parameters that say nothing about the run itself.
 HIDDEN_PARAMETERS = {"output_dir", "run_id", "progress", "resume"}
 
@@ -53,6 +60,7 @@ class Run:
     instance_type: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # name -> relative link
     problems: list[str] = field(default_factory=list)
+    interruptions: list[str] = field(default_factory=list)  # one line per notice acted on
 
     @property
     def cost_usd(self) -> float | None:
@@ -78,6 +86,7 @@ class Run:
             "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 4),
             "files": dict(self.files),
             "problems": list(self.problems),
+            "interruptions": list(self.interruptions),
         }
 
 
@@ -110,9 +119,14 @@ def read_run(root: Path, run_dir: Path) -> Run:
         if (run_dir / name).is_file():
             run.files[name] = f"{run.rel}/{name}"
 
+    run.interruptions = _interruptions(_read_json(run_dir / INTERRUPTION, run))
     metrics = _read_json(run_dir / METRICS, run)
     if metrics is None and METRICS not in run.files:
-        run.problems.append("no metrics.json (the run did not finish, or was not fetched)")
+        run.problems.append(
+            "interrupted before it finished: continue it from its checkpoint (README: How to resume)"
+            if run.interruptions
+            else "no metrics.json (the run did not finish, or was not fetched)"
+        )
     metrics = metrics or {}
     run.device = metrics.get("device") if isinstance(metrics.get("device"), str) else None
     run.best_val_acc = _number(metrics.get("best_val_acc"))
@@ -163,6 +177,28 @@ def read_run(root: Path, run_dir: Path) -> Run:
     if isinstance(cost.get("instance_type"), str):
         run.instance_type = cost["instance_type"]
     return run
+
+
+def _interruptions(record: dict[str, Any] | None) -> list[str]:
+    """One line per notice the agent acted on, oldest first (the file keeps the history)."""
+    if not record:
+        return []
+    history = record.get("interruptions")
+    entries = history if isinstance(history, list) and history else [record]
+    lines = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        kind = entry.get("kind")
+        what = NOTICE_NAMES.get(kind, str(kind)) if isinstance(kind, str) else "interruption"
+        when = entry.get("received_at")
+        saved = entry.get("checkpoint_saved")
+        outcome = {True: "checkpoint saved", False: "no checkpoint saved"}.get(saved, "")
+        signal = entry.get("signal")
+        parts = [f"{what} at {when}" if isinstance(when, str) else what]
+        parts += [str(part) for part in (signal, outcome) if isinstance(part, str) and part]
+        lines.append(", ".join(parts))
+    return lines
 
 
 def collect_runs(outputs_dir: str | os.PathLike[str]) -> list[Run]:
@@ -233,6 +269,7 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
             _fmt(run.wall_time_s, "{:.0f} s"),
             _cost_text(run),
             _parameter_text(run.parameters)
+            + "".join(f" [interrupted: {line}]" for line in run.interruptions)
             + (f" [{'; '.join(run.problems)}]" if run.problems else ""),
         ]
         for run in runs
@@ -277,6 +314,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.params { font-family: ui-monospace, monospace; font-size: 12px; max-width: 22em; }
 img { width: 260px; height: auto; display: block; }
 .problem { color: #a40000; }
+.interruption { color: #8a5a00; }
 """
 
 
@@ -291,6 +329,12 @@ def _image_cell(run: Run, name: str, label: str) -> str:
 def _run_row(run: Run) -> str:
     params = "<br>".join(f"{_e(k)}={_e(_scalar(v))}" for k, v in run.parameters.items())
     problems = "".join(f'<div class="problem">{_e(p)}</div>' for p in run.problems)
+    problems = (
+        "".join(
+            f'<div class="interruption">interrupted: {_e(line)}</div>' for line in run.interruptions
+        )
+        + problems
+    )
     notebook = (
         f'<a href="{_href(run.files[NOTEBOOK])}">executed notebook</a>'
         if NOTEBOOK in run.files

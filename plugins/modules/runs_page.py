@@ -108,6 +108,7 @@ runs:
       cost_usd: null
       files: {curves.png: localhost/workbench/finetune-8411ea6834/curves.png}
       problems: []
+      interruptions: ["spot interruption notice at 2026-11-27T10:02:03Z, SIGTERM, checkpoint saved"]
 table:
   description: The runs as aligned text lines, a header first.
   returned: always

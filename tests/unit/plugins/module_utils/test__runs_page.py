@@ -166,6 +166,51 @@ def test_unfinished_and_broken_runs_are_listed_with_the_problem(tmp_path: Path) 
     assert "no metrics.json" in "\n".join(rp.render_table(list(runs.values())))
 
 
+def test_an_interrupted_run_shows_its_notices_and_how_to_go_on(tmp_path: Path) -> None:
+    # What the durable-outputs agent writes: the latest notice, and every one so far.
+    notice = {
+        "kind": "instance-action",
+        "received_at": "2026-11-27T10:02:03Z",
+        "signal": "SIGTERM",
+        "checkpoint_saved": True,
+    }
+    rebalance = {
+        **notice,
+        "kind": "rebalance",
+        "signal": "SIGUSR1",
+        "received_at": "2026-11-27T10:00:00Z",
+    }
+    record = {**notice, "interruptions": [rebalance, notice]}
+    # Reclaimed: only the checkpoint, the notice and the progress came home (from S3).
+    reclaimed = tmp_path / "i-0abc" / "workbench" / "finetune-reclaimed"
+    reclaimed.mkdir(parents=True)
+    (reclaimed / "interruption.json").write_text(json.dumps(record))
+    (reclaimed / "checkpoint.pt").write_bytes(b"x")
+    # Resumed and finished: listed like any run, with its interruption kept.
+    resumed = make_run(tmp_path, run_id="finetune-resumed")
+    (resumed / "interruption.json").write_text(json.dumps({**notice, "checkpoint_saved": False}))
+
+    runs = {r.run_id: r for r in rp.collect_runs(tmp_path)}
+    assert runs["finetune-reclaimed"].interruptions == [
+        "rebalance recommendation at 2026-11-27T10:00:00Z, SIGUSR1, checkpoint saved",
+        "spot interruption notice at 2026-11-27T10:02:03Z, SIGTERM, checkpoint saved",
+    ]
+    assert "How to resume" in runs["finetune-reclaimed"].problems[0]
+    assert runs["finetune-resumed"].problems == []
+    assert runs["finetune-resumed"].interruptions == [
+        "spot interruption notice at 2026-11-27T10:02:03Z, SIGTERM, no checkpoint saved"
+    ]
+    table = "\n".join(rp.render_table(list(runs.values())))
+    assert "[interrupted: spot interruption notice at 2026-11-27T10:02:03Z" in table
+    page = parse(rp.render_html(list(runs.values())))
+    shown = [t for t in page.text if t.startswith("interrupted: ")]
+    assert len(shown) == 3, shown
+    # A broken record is a problem of that run, not a crash of the page.
+    (resumed / "interruption.json").write_text("[1, 2]")
+    problems = {r.run_id: r.problems for r in rp.collect_runs(tmp_path)}
+    assert problems["finetune-resumed"] == ["interruption.json is not a JSON object"]
+
+
 def test_the_table_is_aligned_and_keeps_control_characters_off_the_terminal(
     tmp_path: Path,
 ) -> None:
