@@ -109,6 +109,26 @@ def ec2_node_info(instance: dict[str, Any], node0: dict[str, Any]) -> dict[str, 
     }
 
 
+def ec2_extra_nodes(instances: Any, node0_name: str, nodes: Any) -> list[dict[str, Any]]:
+    """The instances of a workbench (as amazon.aws.ec2_instance_info returns them) that are
+    nodes beyond its size now: `workbench_nodes` was lowered. Node 0 (named `node0_name`)
+    is never one; an instance is a node by its workbench:node tag, ranks 1..N-1 stay."""
+    size = _int(nodes, "workbench_nodes", 1, MAX_NODES)
+    extra = []
+    for instance in instances or []:
+        tags = instance.get("tags") or {}
+        rank = tags.get("workbench:node")
+        if tags.get("Name") == node0_name or rank is None:
+            continue
+        try:
+            number = int(str(rank))
+        except ValueError:
+            continue  # not one of ours: a node's tag is always a number
+        if number >= size:
+            extra.append(instance)
+    return sorted(extra, key=lambda i: int(str(i["tags"]["workbench:node"])))
+
+
 def node_alias(index: Any, var: str = "node index") -> str:
     """The name node `index` is reached by inside the workbench, sorting in node order."""
     return f"{ALIAS_PREFIX}{_int(index, var, 0, MAX_NODES - 1):03d}"
@@ -182,6 +202,7 @@ class FilterModule:
             "node_names": node_names,
             "node_alias": node_alias,
             "ec2_node_info": ec2_node_info,
+            "ec2_extra_nodes": ec2_extra_nodes,
             "node_homes": node_homes,
             "node_jobs": node_jobs,
             "torchrun_command": torchrun_command,

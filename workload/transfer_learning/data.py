@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -222,12 +224,31 @@ def _worker_failure(exc: BaseException, workers: int) -> WorkloadError:
     )
 
 
+def _die_with_parent(parent: int, _worker_id: int) -> None:
+    """A loader worker ends when the process that started it does, however it ends.
+
+    The kernel's OOM killer or a SIGKILL gives the training process no chance to stop its
+    workers; each then blocks for ever on its full result queue, holding its memory (a
+    container's limit stays used up) and the run's output pipes (a caller waiting for EOF
+    hangs). Linux's parent-death signal ends the worker with its parent instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def decoded(split: Split, side: int, workers: int) -> Iterator[np.ndarray | None]:
     """Each image of `split` decoded by `workers` loader processes, in order (None: skipped).
 
     At most workers x 2 batches are in flight, so memory does not grow with the data set. A
     worker that dies or stops answering ends the run with one line naming the cause and the fix,
-    never a hang.
+    never a hang; a training process that is killed takes its workers with it.
     """
     loader = torch.utils.data.DataLoader(
         _DecodeDataset(split.paths, side),
@@ -235,6 +256,7 @@ def decoded(split: Split, side: int, workers: int) -> Iterator[np.ndarray | None
         num_workers=workers,
         collate_fn=_keep_all,
         timeout=LOADER_TIMEOUT_S if workers else 0,
+        worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
     )
     try:
         for batch in loader:

@@ -113,6 +113,19 @@ def test_three_nodes_in_one_zone_reach_each_other_and_go_together(
     assert ranked == [name, f"{name}-node1", f"{name}-node2"]
     assert [hostvars[h]["workbench_node_rank"] for h in ranked] == [0, 1, 2]
 
+    # -- fewer nodes: the one beyond the new size is terminated now, not billed until
+    # teardown; node 0 (every output) and node 1 stay; a rerun changes nothing.
+    shrink = {**settings, "workbench_nodes": 2}
+    smaller = run_role(env, **shrink)
+    assert smaller.rc == 0, (_failed_tasks(smaller), smaller.describe())
+    left = sorted(_instances(ec2), key=lambda i: int(_tags(i)["workbench:node"]))
+    assert [_tags(i)["Name"] for i in left] == [name, f"{name}-node1"]
+    assert [i["InstanceId"] for i in left] == [i["InstanceId"] for i in instances[:2]]
+    (said,) = smaller.results("Say which nodes were terminated")
+    assert f"terminated {name}-node2 ({instances[2]['InstanceId']})" in said["msg"]
+    again = run_role(env, **shrink)
+    assert again.rc == 0 and again.changed == 0, again.describe()
+
     # -- teardown removes every node, the security group and the key, and checks.
     gone = run_role(env, ec2_gpu_instance_state="absent")
     assert gone.rc == 0, (_failed_tasks(gone), gone.describe())

@@ -140,3 +140,25 @@ def test_ec2_node_info_takes_the_node_s_own_fields_and_rank() -> None:
     assert info["ssh_user"] == "ubuntu" and info["public_ip"] == ""
     with pytest.raises(AnsibleFilterError, match="workbench:node"):
         filters.ec2_node_info({"instance_id": "i-9", "tags": {}}, node0)
+
+
+def test_ec2_extra_nodes_are_the_ranks_beyond_the_size_never_node_zero() -> None:
+    def node(name: str, rank: str | None, instance_id: str) -> dict:
+        tags = {"Name": name, **({"workbench:node": rank} if rank is not None else {})}
+        return {"instance_id": instance_id, "tags": tags}
+
+    members = [
+        node("wb-node3", "3", "i-3"),
+        node("wb", "0", "i-0"),  # node 0 tagged as a node while N > 1
+        node("wb-node1", "1", "i-1"),
+        node("wb-node2", "2", "i-2"),
+        node("wb-odd", "x", "i-x"),  # a tag no node of ours carries: left alone
+    ]
+    pick = filters.ec2_extra_nodes
+    assert [i["instance_id"] for i in pick(members, "wb", 2)] == ["i-2", "i-3"]
+    # Down to one: every other node goes; node 0 stays, tagged or not (N = 1 drops the tag).
+    assert [i["instance_id"] for i in pick(members, "wb", 1)] == ["i-1", "i-2", "i-3"]
+    assert pick([node("wb", None, "i-0")], "wb", 1) == []
+    assert pick(members, "wb", "4") == [] and pick([], "wb", 3) == []
+    with pytest.raises(AnsibleFilterError, match="workbench_nodes"):
+        pick(members, "wb", 0)
