@@ -328,13 +328,10 @@ def _image_cell(run: Run, name: str, label: str) -> str:
 
 def _run_row(run: Run) -> str:
     params = "<br>".join(f"{_e(k)}={_e(_scalar(v))}" for k, v in run.parameters.items())
-    problems = "".join(f'<div class="problem">{_e(p)}</div>' for p in run.problems)
-    problems = (
-        "".join(
-            f'<div class="interruption">interrupted: {_e(line)}</div>' for line in run.interruptions
-        )
-        + problems
+    notices = "".join(
+        f'<div class="interruption">interrupted: {_e(line)}</div>' for line in run.interruptions
     )
+    problems = "".join(f'<div class="problem">{_e(p)}</div>' for p in run.problems)
     notebook = (
         f'<a href="{_href(run.files[NOTEBOOK])}">executed notebook</a>'
         if NOTEBOOK in run.files
@@ -354,7 +351,7 @@ def _run_row(run: Run) -> str:
     cells = [
         f"<td>{_e(run.host)}</td>",
         f"<td>{_e(run.workbench)}</td>",
-        f"<td>{_e(run.run_id)}<br><small>{_e(run.finished or '')}</small>{problems}</td>",
+        f"<td>{_e(run.run_id)}<br><small>{_e(run.finished or '')}</small>{notices}{problems}</td>",
         f"<td>{_e(run.device or '-')}</td>",
         f'<td class="params">{params or "-"}</td>',
         f'<td class="num">{_e(best)}</td>',
