@@ -102,6 +102,28 @@ def notebook_base_identity(images: Iterable[Mapping[str, Any]], candidates: Any)
     return refs[0]
 
 
+def image_repositories(references: Iterable[str]) -> list[str]:
+    """The repositories of image references (`repo[:tag][@digest]` -> `repo`), once each:
+    Docker's `reference` filter with a bare repository matches all its tags and digests,
+    so one image listing answers for every reference (tasks/docker_state.yml)."""
+    repos: list[str] = []
+    for ref in references:
+        repo = re.sub(r"@.*$", "", str(ref))
+        repo = re.sub(r":[^/:]+$", "", repo)
+        if not repo:
+            raise AnsibleFilterError(f"image_repositories: {ref!r} is not an image reference")
+        if repo not in repos:
+            repos.append(repo)
+    return repos
+
+
+def image_present(images: Iterable[Mapping[str, Any]] | None, reference: str) -> bool:
+    """Whether `reference` (`repo:tag` or `repo@digest`) names one of `images` (Docker's
+    image listing or docker_image_info's `images`)."""
+    wanted = {reference, re.sub(r":[^/:@]+@", "@", reference)}
+    return any(wanted & _image_names(image) for image in images or [])
+
+
 def notebook_base_candidates(mode: str, base_image: str, bootstrap_image: str) -> list[str]:
     """The bases the role may build on, in its order of choice (notebook_base_bootstrap)."""
     choices = {
@@ -181,6 +203,8 @@ class FilterModule:
             "notebook_base_candidates": notebook_base_candidates,
             "notebook_base_identity": notebook_base_identity,
             "notebook_image_tag": notebook_image_tag,
+            "image_repositories": image_repositories,
+            "image_present": image_present,
             "run_id": run_id,
             "redact_url": redact_url,
         }

@@ -48,6 +48,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ansible_facts:
+  description: The same answer as RV(gpu), as the host fact C(wyvern_gpu), for later roles of the run.
+  returned: always
+  type: dict
+  contains:
+    wyvern_gpu:
+      description: Equal to RV(gpu).
+      type: dict
 gpu:
   description: What the host has.
   returned: always
@@ -80,7 +88,9 @@ def main() -> None:
         argument_spec=dict(simulate=dict(type="bool", default=False)),
         supports_check_mode=True,
     )
-    module.exit_json(changed=False, gpu=gpu_facts(simulate=module.params["simulate"]))
+    gpu = gpu_facts(simulate=module.params["simulate"])
+    # Also a host fact, so that a later role of the same run reuses it instead of asking again.
+    module.exit_json(changed=False, gpu=gpu, ansible_facts={"wyvern_gpu": gpu})
 
 
 if __name__ == "__main__":

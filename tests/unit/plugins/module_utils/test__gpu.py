@@ -95,6 +95,8 @@ def test_gpu_info_module_reports_this_machine_as_the_rule_sees_it(tmp_path: Path
         result = json.loads(out.split("=>", 1)[1])
         assert result["changed"] is False
         assert result["gpu"] == _gpu.gpu_facts(simulate=simulate)
+        # The host fact later roles of the run reuse instead of asking again.
+        assert result["ansible_facts"]["wyvern_gpu"] == result["gpu"]
 
 
 # Moved from the notebook_container tests (they reached these through a re-export).

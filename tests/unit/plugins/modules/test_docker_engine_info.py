@@ -1,0 +1,108 @@
+"""docker_engine_info: the docker_engine role's one question about Docker on the host."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ansible_collections.wyvern.workbench.plugins.modules.docker_engine_info import (
+    INFO_FORMAT,
+    parse_info,
+)
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+def test_an_answering_daemon_gives_its_version_and_sorted_runtimes() -> None:
+    out = json.dumps({"version": "24.0.7", "runtimes": {"runc": {}, "nvidia": {"path": "x"}}})
+    assert parse_info(0, out, "") == {
+        "version": "24.0.7",
+        "runtimes": ["nvidia", "runc"],
+        "error": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("rc", "out", "err", "reason"),
+    [
+        (
+            1,
+            "",
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.\n",
+            "Cannot connect",
+        ),
+        # Old clients print the client part and exit 0 with no server version.
+        (0, '{"version": "", "runtimes": null}', "", "docker info exited with 0"),
+        (0, "not json", "", "unreadable docker info"),
+        (2, "", "", "exited with 2"),
+    ],
+)
+def test_a_daemon_that_does_not_answer_gives_no_version_and_says_why(
+    rc: int, out: str, err: str, reason: str
+) -> None:
+    answer = parse_info(rc, out, err)
+    assert answer["version"] == ""
+    assert answer["runtimes"] == []
+    assert reason in answer["error"]
+
+
+def _fake_docker(tmp_path: Path, script: str) -> Path:
+    cli = tmp_path / "fake-docker"
+    cli.write_text("#!/bin/sh\n" + script)
+    cli.chmod(0o755)
+    return cli
+
+
+def _run_module(tmp_path: Path, docker_cli: str) -> dict:
+    env = {
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+        "HOME": str(tmp_path),
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-m",
+            "wyvern.workbench.docker_engine_info",
+            "-a",
+            f"docker_cli={docker_cli}",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-o",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return json.loads(out.split("=>", 1)[1])
+
+
+def test_the_module_asks_the_cli_and_this_python(tmp_path: Path) -> None:
+    """As Ansible runs it: the CLI gets the format, the answer comes back, and the SDK
+    question is answered by the Python that runs the module."""
+    seen = tmp_path / "argv"
+    cli = _fake_docker(
+        tmp_path,
+        f'printf "%s\\n" "$@" > {seen}\necho \'{{"version": "27.1.0", "runtimes": {{"runc": {{}}}}}}\'\n',
+    )
+    result = _run_module(tmp_path, str(cli))
+    assert result["changed"] is False
+    assert (result["version"], result["runtimes"], result["error"]) == ("27.1.0", ["runc"], "")
+    assert seen.read_text().splitlines() == ["info", "--format", INFO_FORMAT]
+    assert result["sdk"] is (importlib.util.find_spec("docker") is not None)
+
+    down = _fake_docker(tmp_path, 'echo "Cannot connect to the Docker daemon" >&2\nexit 1\n')
+    result = _run_module(tmp_path, str(down))
+    assert result["version"] == "" and "Cannot connect" in result["error"]
+
+    result = _run_module(tmp_path, str(tmp_path / "no-such-docker"))
+    assert result["version"] == "" and "no-such-docker" in result["error"]
