@@ -112,6 +112,7 @@ def test_configure_on_a_host_with_docker_changes_nothing(
         messages
     )
     assert any("already answers" in m for m in messages), messages
+
     # docker_engine is reached twice (the play's role, the toolkit's dependency); the daemon
     # is asked once per run, not four times (a no-op rerun's cost, BENCHMARKS.md).
     def ran(suffix: str) -> list[dict]:
@@ -123,7 +124,9 @@ def test_configure_on_a_host_with_docker_changes_nothing(
             and not task["hosts"].get("localhost", {}).get("skipped")
         ]
 
-    probes = ran(": Ask the Docker daemon for its version and runtimes, and Python for the Docker SDK")
+    probes = ran(
+        ": Ask the Docker daemon for its version and runtimes, and Python for the Docker SDK"
+    )
     assert len(probes) == 1, probes
     # Both GPU roles decide on one look-up of the PCI bus (the host fact wyvern_gpu).
     assert len(ran(": Find NVIDIA GPUs on the PCI bus")) == 1

@@ -180,3 +180,36 @@ def test_redact_url_hides_what_a_url_carries_as_a_secret(given: str, shown: str)
     assert filters.redact_url(given) == shown
     for secret in ("s3cret", "0123abcd", "AKIAEXAMPLE", "token=abc", "sig=1"):
         assert secret not in filters.redact_url(given)
+
+
+# One Docker listing answers for every image the role looks for (tasks/docker_state.yml).
+
+
+def test_image_repositories_strip_tags_and_digests_once_each() -> None:
+    from ansible_collections.wyvern.workbench.plugins.filter.notebook import image_repositories
+
+    assert image_repositories(
+        [
+            "python:3.11-slim-bookworm@sha256:" + "a" * 64,
+            "wyvern/debian-base:bookworm",
+            "wyvern/notebook",
+            "localhost:5000/team/base:1",
+            "localhost:5000/team/base",
+            "python@sha256:" + "b" * 64,
+        ]
+    ) == ["python", "wyvern/debian-base", "wyvern/notebook", "localhost:5000/team/base"]
+
+
+def test_image_present_finds_a_reference_by_tag_or_digest_and_nothing_else() -> None:
+    from ansible_collections.wyvern.workbench.plugins.filter.notebook import image_present
+
+    digest = "sha256:" + "c" * 64
+    images = [
+        {"Id": "sha256:1", "RepoTags": ["wyvern/notebook:aaaa"], "RepoDigests": None},
+        {"Id": "sha256:2", "RepoTags": None, "RepoDigests": [f"python@{digest}"]},
+    ]
+    assert image_present(images, "wyvern/notebook:aaaa")
+    assert not image_present(images, "wyvern/notebook:bbbb")
+    assert image_present(images, f"python:3.11-slim@{digest}")
+    assert not image_present([], "wyvern/notebook:aaaa")
+    assert not image_present(None, "wyvern/notebook:aaaa")
