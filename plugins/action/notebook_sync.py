@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -104,6 +105,17 @@ def describe(plan: Plan, strays: list[str], strays_dest: str | None) -> list[str
     return lines
 
 
+def seed_folder(seed: str, dest: str) -> None:
+    """Start `dest` (missing) with a copy of the folder `seed`: folders 0755, files 0644."""
+    if not os.path.isdir(seed):
+        raise AnsibleActionFail(f"seed {seed} is not a folder on the control node")
+    shutil.copytree(seed, dest, symlinks=False)
+    for folder, _dirs, files in os.walk(dest):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
@@ -139,13 +151,25 @@ class ActionModule(ActionBase):
                 "ignore": ignore,
                 "strays_root": args["strays_root"],
                 "strays_prune": args["strays_prune"],
+                "requires": args["requires"],
             },
             task_vars,
         )
+        if listing.get("missing"):
+            return {
+                "changed": False,
+                "skipped": True,
+                "msg": [f"nothing to sync: {listing['missing']} is not on the workbench"],
+            }
         remote, remote_id = listing["files"], listing["sync_id"]
         if os.path.exists(src) and not os.path.isdir(src):
             raise AnsibleActionFail(f"src {src} is not a folder; point it at the notebooks folder")
-        local = scan(src, ignore)
+        seeded = False
+        if args["seed"] and not os.path.lexists(src):
+            seeded = True
+            if not check:
+                seed_folder(os.path.expanduser(args["seed"]), src)
+        local = scan(os.path.expanduser(args["seed"]) if seeded and check else src, ignore)
         state = load_state(args["state_file"])
         base = base_for(state, src, dest, remote_id)
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
@@ -173,7 +197,8 @@ class ActionModule(ActionBase):
         lines = describe(plan, strays, args["strays_dest"])
         warnings = [line for line in lines if line.startswith(("CONFLICT", "KEPT", "SAVED"))]
         return {
-            "changed": plan.changed or bool(strays) or bool(listing.get("changed")),
+            "changed": plan.changed or bool(strays) or bool(listing.get("changed")) or seeded,
+            "seeded": seeded,
             "pushed": plan.push,
             "pulled": plan.pull,
             "deleted_on_workbench": plan.delete_remote,

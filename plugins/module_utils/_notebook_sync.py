@@ -35,6 +35,8 @@ SYNC_ARGUMENT_SPEC: dict = {
     "strays_root": {"type": "path"},
     "strays_prune": {"type": "list", "elements": "str", "default": []},
     "strays_dest": {"type": "path"},
+    "requires": {"type": "path"},
+    "seed": {"type": "path"},
 }
 
 

@@ -95,7 +95,10 @@ def parse_info(rc: int, out: str, err: str) -> dict[str, Any]:
         if version:
             return {"version": version, "runtimes": sorted(info.get("runtimes") or {}), "error": ""}
         out = ""  # the client's half of the answer says nothing about the daemon
-    reason = " ".join((err or out).split())[:500] or f"docker info exited with {rc} and no server version"
+    reason = (
+        " ".join((err or out).split())[:500]
+        or f"docker info exited with {rc} and no server version"
+    )
     return {"version": "", "runtimes": [], "error": reason}
 
 

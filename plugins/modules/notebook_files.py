@@ -60,6 +60,10 @@ options:
     type: list
     elements: str
     default: []
+  requires:
+    description: A folder that must exist for anything to happen; when it does not, nothing is
+      made or listed and RV(missing) names it.
+    type: path
 """
 
 EXAMPLES = r"""
@@ -86,6 +90,11 @@ sync_id:
   returned: always
   type: str
   sample: 6f1c2a7e0d9b4c3f8e5a1b2c3d4e5f60
+missing:
+  description: O(requires), when that folder does not exist (then nothing else was done).
+  returned: when O(requires) is missing
+  type: str
+  sample: /var/lib/wyvern/workbench/workspace
 """
 
 import os
@@ -109,10 +118,13 @@ def main() -> None:
             "ignore": {"type": "list", "elements": "str"},
             "strays_root": {"type": "path"},
             "strays_prune": {"type": "list", "elements": "str", "default": []},
+            "requires": {"type": "path"},
         },
         supports_check_mode=True,
     )
     params = module.params
+    if params["requires"] and not os.path.isdir(params["requires"]):
+        module.exit_json(changed=False, missing=params["requires"], files={}, strays={}, sync_id="")
     path = params["path"]
     ignore = params["ignore"] if params["ignore"] is not None else list(DEFAULT_IGNORE)
     changed = False

@@ -80,6 +80,15 @@ options:
   strays_dest:
     description: Where on the control node the files from O(strays_root) are fetched.
     type: path
+  requires:
+    description: A folder on the workbench without which nothing is synced; the task is then
+      skipped and the control node left alone (a workbench that never ran a notebook, or is gone).
+      Asked in the same module run that lists O(dest).
+    type: path
+  seed:
+    description: A folder on the control node whose copy starts O(src) when O(src) does not exist
+      (a folder the user emptied stays empty). Copied only when the sync goes ahead.
+    type: path
 """
 
 EXAMPLES = r"""
@@ -94,6 +103,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+seeded:
+  description: Whether O(src) was missing and started with a copy of O(seed).
+  returned: when the sync went ahead
+  type: bool
 pushed:
   description: Files copied from the control node to the workbench.
   returned: always
