@@ -101,7 +101,5 @@ class ActionModule(ActionBase):
             searchpath=searchpath, available_variables=temp_vars
         )
         data = trust_as_template(self._loader.get_text_file_contents(source))
-        rendered = templar.template(
-            data, escape_backslashes=False, overrides={"trim_blocks": True}
-        )
+        rendered = templar.template(data, escape_backslashes=False, overrides={"trim_blocks": True})
         return "" if rendered is None else str(rendered)

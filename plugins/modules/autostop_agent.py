@@ -11,7 +11,7 @@ short_description: Install and run the workbench's idle auto-stop agent and hard
 version_added: 0.3.0
 description:
   - The host side of role C(wyvern.workbench.autostop), in one module run (six to ten module runs
-    before, each a Python start on the host: seconds of every no-op rerun of site.yml).
+    before, each a Python start on the host, seconds of every no-op rerun of site.yml).
   - Creates the agent's folders (O(lib_dir) 0755, O(config_dir) 0700, O(state_dir) 0755), writes the
     two scripts (mode 0755) only when their SHA-256 differs, and writes the config O(config_path)
     (mode 0600) from O(config).
@@ -305,7 +305,9 @@ def run_systemd(
     if check:
         return actions, {}
     script = os.path.join(params["lib_dir"], "wyvern_autostop.py")
-    policy = _json_out([params["python"], script, "--config", params["config_path"], "--policy"], run)
+    policy = _json_out(
+        [params["python"], script, "--config", params["config_path"], "--policy"], run
+    )
     return actions, policy
 
 
