@@ -143,8 +143,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -168,8 +167,11 @@ POLICY_FIELDS = ("policy", "hard_stop_at", "running", "warning")
 TIMERS = ("autostop", "hardstop")
 SYSTEMD_DIR = "/run/systemd/system"
 
-# (argv) -> (rc, stdout, stderr)
-Runner = Callable[[list[str]], tuple[int, str, str]]
+if TYPE_CHECKING:  # the host's Python may be 3.8: no subscripted builtins at run time
+    from collections.abc import Callable
+
+    # (argv) -> (rc, stdout, stderr)
+    Runner = Callable[[list[str]], tuple[int, str, str]]
 
 
 class AgentError(Exception):
@@ -287,7 +289,7 @@ def run_systemd(
         actions.append("daemon-reload")
         if not check:
             _must(["systemctl", "daemon-reload"], run)
-    for timer, state in zip(timers, _states(run, "is-enabled", timers), strict=True):
+    for timer, state in zip(timers, _states(run, "is-enabled", timers)):  # noqa: B905 (Python 3.8 hosts)
         if state.strip() != "enabled":
             actions.append(f"enable {timer}")
             if not check:
@@ -297,7 +299,7 @@ def run_systemd(
         if not check:
             _must(["systemctl", "restart", *timers], run)
     else:
-        for timer, state in zip(timers, _states(run, "is-active", timers), strict=True):
+        for timer, state in zip(timers, _states(run, "is-active", timers)):  # noqa: B905 (Python 3.8 hosts)
             if state.strip() != "active":
                 actions.append(f"start {timer}")
                 if not check:
