@@ -101,3 +101,44 @@ def test_the_recorded_poweroff_behaviour_outlives_another_idle_action(role: Role
     config = json.loads(role.config.read_text())
     assert (config["action"], config["poweroff_behavior"]) == ("terminate", "stop")
     assert role.config.stat().st_mode & 0o777 == 0o600
+
+
+UPGRADE = """\
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Name the config and units as the role does
+      ansible.builtin.include_role:
+        name: wyvern.workbench.autostop
+        tasks_from: preflight.yml
+        public: true
+    - name: Install the units as the role did before autostop_agent (template action)
+      ansible.builtin.template:
+        src: "{root}/roles/autostop/templates/{{{{ item[0] }}}}.{{{{ item[1] }}}}.j2"
+        dest: "{units}/wyvern-{{{{ item[0] }}}}-{{{{ _autostop_unit }}}}.{{{{ item[1] }}}}"
+        mode: "0644"
+      loop: "{{{{ ['autostop', 'hardstop'] | product(['service', 'timer']) | list }}}}"
+    - name: Run the role in check mode
+      ansible.builtin.include_role:
+        name: wyvern.workbench.autostop
+        apply:
+          check_mode: true
+    - name: The units rendered by the action plugin are those the template action wrote
+      ansible.builtin.assert:
+        that:
+          - _autostop_agent.mode == 'systemd'
+          - _autostop_config in _autostop_agent.changed_paths
+          - _autostop_agent.changed_paths | select('search', '/units/') | list == []
+        fail_msg: "{{{{ _autostop_agent.changed_paths }}}}"
+"""
+
+
+def test_units_render_as_the_template_action_rendered_them(role: Role) -> None:
+    """An upgrade from the role's template tasks rewrites no unit (no reload, no restart)."""
+    units = role.tmp / "units"
+    units.mkdir()
+    role.playbook.write_text(UPGRADE.format(root=role.root, units=units))
+    result = role.play(autostop_mode="systemd")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert len(list(units.iterdir())) == 4
