@@ -161,7 +161,8 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
     scripts=dict(type="dict", default={}),
     units=dict(type="dict", default={}),
 )
-# Set by the action plugin, never by a task, and kept out of the result's invocation.
+# Contents kept out of the result's invocation: the scripts and units (the action plugin
+# sets them) and the config (no secret, but not log material either).
 CONTENT_OPTIONS = ("scripts", "units", "config")
 POLICY_FIELDS = ("policy", "hard_stop_at", "running", "warning")
 TIMERS = ("autostop", "hardstop")
