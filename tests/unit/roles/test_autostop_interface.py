@@ -96,3 +96,29 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # Without systemd as PID 1 it still parses the files; only complaints about our units count.
     ours = [line for line in proc.stderr.splitlines() if "wyvern-" in line]
     assert not ours, proc.stderr
+
+
+CONTROLLER_ONLY = {
+    "ansible.builtin.assert",
+    "ansible.builtin.set_fact",
+    "ansible.builtin.debug",
+    "ansible.builtin.import_tasks",
+}
+
+
+def _modules(path: Path) -> list[str]:
+    """The action of each task in a task file, following import_tasks."""
+    found = []
+    for task in yaml.safe_load(path.read_text()):
+        (action,) = [key for key in task if "." in key]
+        found.append(action)
+        if action == "ansible.builtin.import_tasks":
+            found += _modules(path.parent / task[action])
+    return found
+
+
+def test_the_install_path_is_one_module_run_on_the_host() -> None:
+    """Issue 12: every host module run is a Python start on each no-op rerun of site.yml."""
+    actions = _modules(ROLE / "tasks" / "main.yml")
+    on_host = [a for a in actions if a not in CONTROLLER_ONLY]
+    assert on_host == ["wyvern.workbench.autostop_agent"], on_host
