@@ -44,23 +44,13 @@ _raw:
 """
 
 import fnmatch
-import hashlib
 import os
 import stat
 from collections.abc import Iterable
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
-
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_sync import sha256_file
 
 
 def sha256_tree(root: str, excludes: Iterable[str] = ()) -> list[list[str]]:
@@ -77,7 +67,7 @@ def sha256_tree(root: str, excludes: Iterable[str] = ()) -> list[list[str]]:
             path = os.path.join(folder, name)
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 continue
-            pairs.append([os.path.relpath(path, root), file_sha256(path)])
+            pairs.append([os.path.relpath(path, root), sha256_file(path)])
     return sorted(pairs)
 
 

@@ -75,6 +75,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC = {"docker_cli": {"type": "str", "default": "docker"}}
+
 # Go template for `docker info --format`: only the two fields the role reads.
 INFO_FORMAT = '{"version": {{json .ServerVersion}}, "runtimes": {{json .Runtimes}}}'
 
@@ -104,7 +106,7 @@ def parse_info(rc: int, out: str, err: str) -> dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"docker_cli": {"type": "str", "default": "docker"}},
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     cli = module.get_bin_path(module.params["docker_cli"])

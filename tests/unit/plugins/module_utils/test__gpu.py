@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ansible_collections.wyvern.workbench.plugins.module_utils import _gpu
+
+from tests.support.adhoc import run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -68,31 +67,8 @@ def test_auto_follows_the_host_and_anything_else_is_kept(
 
 def test_gpu_info_module_reports_this_machine_as_the_rule_sees_it(tmp_path: Path) -> None:
     """The module as Ansible runs it, against this machine's real /sys."""
-    env = {
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "HOME": str(tmp_path),
-        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-    }
     for simulate in (False, True):
-        out = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "ansible"),
-                "localhost",
-                "-m",
-                "wyvern.workbench.gpu_info",
-                "-a",
-                f"simulate={simulate}",
-                "-o",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-        result = json.loads(out.split("=>", 1)[1])
+        result = run_module("wyvern.workbench.gpu_info", f"simulate={simulate}", tmp_path)
         assert result["changed"] is False
         assert result["gpu"] == _gpu.gpu_facts(simulate=simulate)
         # The host fact later roles of the run reuse instead of asking again.

@@ -16,6 +16,8 @@ from ansible.plugins.filter.core import to_nice_json
 from ansible_collections.wyvern.workbench.plugins.action import autostop_agent as action
 from ansible_collections.wyvern.workbench.plugins.modules import autostop_agent
 
+from tests.support.module_docs import assert_option_agrees
+
 DOC = yaml.safe_load(autostop_agent.DOCUMENTATION)
 SPEC = autostop_agent.ARGUMENT_SPEC
 POLICY = {"policy": "stops after 30 min idle", "hard_stop_at": None, "running": True}
@@ -27,12 +29,7 @@ def test_documentation_lists_exactly_the_options_of_the_argument_spec() -> None:
 
 @pytest.mark.parametrize("option", sorted(SPEC))
 def test_documentation_agrees_with_the_argument_spec(option: str) -> None:
-    doc, spec = DOC["options"][option], SPEC[option]
-    assert doc.get("type", "str") == spec.get("type", "str")
-    assert doc.get("elements") == spec.get("elements")
-    assert doc.get("default") == spec.get("default")
-    assert doc.get("choices") == spec.get("choices")
-    assert bool(doc.get("required")) == bool(spec.get("required"))
+    assert_option_agrees(DOC["options"][option], SPEC[option])
 
 
 def test_the_action_plugin_takes_the_spec_less_what_it_sets_itself() -> None:

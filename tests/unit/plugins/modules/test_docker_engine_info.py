@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from ansible_collections.wyvern.workbench.plugins.modules import docker_engine_info
 from ansible_collections.wyvern.workbench.plugins.modules.docker_engine_info import (
     INFO_FORMAT,
     parse_info,
 )
 
-ROOT = Path(__file__).resolve().parents[4]
+from tests.support.adhoc import run_module
+from tests.support.module_docs import assert_option_agrees
 
 
 def test_an_answering_daemon_gives_its_version_and_sorted_runtimes() -> None:
@@ -58,32 +60,20 @@ def _fake_docker(tmp_path: Path, script: str) -> Path:
 
 
 def _run_module(tmp_path: Path, docker_cli: str) -> dict:
-    env = {
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "HOME": str(tmp_path),
-        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-    }
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-m",
-            "wyvern.workbench.docker_engine_info",
-            "-a",
-            f"docker_cli={docker_cli}",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-o",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    return json.loads(out.split("=>", 1)[1])
+    return run_module(
+        "wyvern.workbench.docker_engine_info",
+        f"docker_cli={docker_cli}",
+        tmp_path,
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+    )
+
+
+def test_documentation_agrees_with_the_argument_spec() -> None:
+    doc = yaml.safe_load(docker_engine_info.DOCUMENTATION)["options"]
+    assert set(doc) == set(docker_engine_info.ARGUMENT_SPEC)
+    for option, spec in docker_engine_info.ARGUMENT_SPEC.items():
+        assert_option_agrees(doc[option], spec)
 
 
 def test_the_module_asks_the_cli_and_this_python(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.wyvern.workbench.plugins.modules import notebook_container
 
+from tests.support.module_docs import assert_option_agrees
+
 ROOT = Path(__file__).resolve().parents[4]
 ROLE = ROOT / "roles" / "notebook"
 DOC = yaml.safe_load(notebook_container.DOCUMENTATION)
@@ -31,12 +33,7 @@ def test_documentation_lists_exactly_the_options_of_the_argument_spec() -> None:
 
 @pytest.mark.parametrize("option", sorted(SPEC))
 def test_documentation_agrees_with_the_argument_spec(option: str) -> None:
-    doc, spec = DOC["options"][option], SPEC[option]
-    assert doc.get("type", "str") == spec.get("type", "str")
-    assert doc.get("elements") == spec.get("elements")
-    assert doc.get("default") == spec.get("default")
-    assert doc.get("choices") == spec.get("choices")
-    assert bool(doc.get("required")) == bool(spec.get("required"))
+    assert_option_agrees(DOC["options"][option], SPEC[option])
 
 
 def test_check_mode_is_declared_partial_with_its_limits() -> None:
