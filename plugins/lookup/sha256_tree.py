@@ -67,7 +67,11 @@ def sha256_tree(root: str, excludes: Iterable[str] = ()) -> list[list[str]]:
             path = os.path.join(folder, name)
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 continue
-            pairs.append([os.path.relpath(path, root), sha256_file(path)])
+            try:
+                digest = sha256_file(path)
+            except OSError as error:
+                raise AnsibleLookupError(f"sha256_tree: cannot read {path}: {error.strerror}") from error
+            pairs.append([os.path.relpath(path, root), digest])
     return sorted(pairs)
 
 

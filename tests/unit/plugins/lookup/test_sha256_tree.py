@@ -70,3 +70,16 @@ def test_the_lookup_takes_excludes_as_an_option(tmp_path: Path) -> None:
     ]
     with pytest.raises(AnsibleLookupError, match=r"unknown option.*exclude"):
         lookup.run([str(tmp_path)], variables={}, exclude=["*.pyo"])
+
+
+def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """Root reads every file here, so the refusal is the OS's answer, simulated."""
+    from ansible_collections.wyvern.workbench.plugins.lookup import sha256_tree as plugin
+
+    def refuse(path: str) -> str:
+        raise PermissionError(13, "Permission denied", path)
+
+    (tmp_path / "locked.py").write_bytes(b"x")
+    monkeypatch.setattr(plugin, "sha256_file", refuse)
+    with pytest.raises(AnsibleLookupError, match="cannot read .*locked.py: Permission denied"):
+        sha256_tree(str(tmp_path))
