@@ -70,7 +70,9 @@ def sha256_tree(root: str, excludes: Iterable[str] = ()) -> list[list[str]]:
             try:
                 digest = sha256_file(path)
             except OSError as error:
-                raise AnsibleLookupError(f"sha256_tree: cannot read {path}: {error.strerror}") from error
+                raise AnsibleLookupError(
+                    f"sha256_tree: cannot read {path}: {error.strerror}"
+                ) from error
             pairs.append([os.path.relpath(path, root), digest])
     return sorted(pairs)
 

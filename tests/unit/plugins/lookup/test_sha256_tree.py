@@ -81,5 +81,5 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path, monkeypatch) -
 
     (tmp_path / "locked.py").write_bytes(b"x")
     monkeypatch.setattr(plugin, "sha256_file", refuse)
-    with pytest.raises(AnsibleLookupError, match="cannot read .*locked.py: Permission denied"):
+    with pytest.raises(AnsibleLookupError, match=r"cannot read .*locked\.py: Permission denied"):
         sha256_tree(str(tmp_path))
