@@ -265,9 +265,7 @@ def choose_mode(mode: str, systemd_dir: str = SYSTEMD_DIR) -> str:
 
 
 def _json_out(argv: list[str], run: Runner) -> dict[str, Any]:
-    rc, out, err = run(argv)
-    if rc != 0:
-        raise AgentError(f"{' '.join(argv)} failed ({rc}): {(err or out).strip()[-2000:]}")
+    out = _must(argv, run)
     try:
         return json.loads(out)
     except ValueError as exc:
@@ -290,21 +288,13 @@ def run_systemd(
         actions.append("daemon-reload")
         if not check:
             _must(["systemctl", "daemon-reload"], run)
-    for timer, state in zip(timers, _states(run, "is-enabled", timers)):  # noqa: B905 (Python 3.8 hosts)
-        if state.strip() != "enabled":
-            actions.append(f"enable {timer}")
-            if not check:
-                _must(["systemctl", "enable", timer], run)
+    actions += _bring(timers, "is-enabled", "enabled", "enable", check, run)
     if units_changed:
         actions += [f"restart {timer}" for timer in timers]
         if not check:
             _must(["systemctl", "restart", *timers], run)
     else:
-        for timer, state in zip(timers, _states(run, "is-active", timers)):  # noqa: B905 (Python 3.8 hosts)
-            if state.strip() != "active":
-                actions.append(f"start {timer}")
-                if not check:
-                    _must(["systemctl", "start", timer], run)
+        actions += _bring(timers, "is-active", "active", "start", check, run)
     if check:
         return actions, {}
     script = os.path.join(params["lib_dir"], "wyvern_autostop.py")
@@ -314,10 +304,25 @@ def run_systemd(
     return actions, policy
 
 
-def _must(argv: list[str], run: Runner) -> None:
+def _must(argv: list[str], run: Runner) -> str:
+    """Run `argv`; its stdout, or an error with its output when it fails."""
     rc, out, err = run(argv)
     if rc != 0:
         raise AgentError(f"{' '.join(argv)} failed ({rc}): {(err or out).strip()[-2000:]}")
+    return out
+
+
+def _bring(
+    timers: list[str], query: str, wanted: str, verb: str, check: bool, run: Runner
+) -> list[str]:
+    """`systemctl <verb>` each timer whose `systemctl <query>` is not `wanted`; the actions."""
+    actions = []
+    for timer, state in zip(timers, _states(run, query, timers)):  # noqa: B905 (Python 3.8 hosts)
+        if state.strip() != wanted:
+            actions.append(f"{verb} {timer}")
+            if not check:
+                _must(["systemctl", verb, timer], run)
+    return actions
 
 
 def run_loops(params: dict[str, Any], check: bool, run: Runner) -> tuple[list[str], dict[str, Any]]:
