@@ -197,7 +197,25 @@ def summarise(
         "rc": job.get("rc"),
     }
     state = (record or {}).get("state")
-    if failed:
+    if failed and state == "stopped":
+        # The workload's own stop: a signal (a spot notice, an idle stop, a person) made it
+        # save a checkpoint and end; the run role continues it on the next run.yml.
+        where = (
+            f"in epoch {record.get('epoch')} at step {record.get('step')}"
+            if record and record.get("epoch")
+            else "before training started"
+        )
+        result.update(
+            failed=True,
+            interrupted=True,
+            error_tail=error_tail(job, tail_lines),
+            msg=(
+                f"The training was stopped {where} (by a signal: a spot notice, an idle "
+                "stop, a person): run playbooks/run.yml again with the same settings to continue "
+                "it from its last checkpoint (-e run_resume=false starts it again)."
+            ),
+        )
+    elif failed:
         tail = error_tail(job, tail_lines)
         result.update(
             failed=True,

@@ -1,4 +1,5 @@
-"""Filters for the notebook and run roles: pip settings for the build, the image tag, the run id.
+"""Filters for the notebook and run roles: pip settings for the build, the image tag, the run id
+and which interrupted run to continue.
 
 Each rule that was Jinja in a task file lives here once, with unit tests
 (tests/unit/plugins/filter/test_notebook.py).
@@ -24,6 +25,9 @@ _IMAGE_TAG_LENGTH = 16
 _RUN_ID_LENGTH = 10
 # The notebook run.yml executes unless run_notebook names another (path under /workspace).
 DEFAULT_NOTEBOOK = "workload/notebooks/transfer_learning.ipynb"
+# A run directory's checkpoint (the workload's) and the run role's record of a finished run.
+RUN_CHECKPOINT = "checkpoint.pt"
+RUN_RECORD = "run.json"
 
 
 def _text(value: Any) -> str:
@@ -169,6 +173,49 @@ def run_id(
     return f"{settings['mode']}-{digest[:_RUN_ID_LENGTH]}"
 
 
+def interrupted_runs(paths: Iterable[str]) -> list[str]:
+    """The run directories among ``paths`` (files under them, relative or absolute) that hold
+    a checkpoint and no finished-run record: a run that was stopped (a signal, a spot
+    reclaim, a lost connection) and can go on from its checkpoint. Sorted, no duplicates."""
+    found: dict[str, set[str]] = {}
+    for path in paths:
+        text = _text(path).rstrip("/")
+        folder, _, name = text.rpartition("/")
+        if name in (RUN_CHECKPOINT, RUN_RECORD):
+            found.setdefault(folder, set()).add(name)
+    return sorted(folder for folder, names in found.items() if names == {RUN_CHECKPOINT})
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def resumable_run(records: Iterable[Any], identity: Mapping[str, Any]) -> str:
+    """The id of the newest started-run record (``started.json``) whose identity (notebook,
+    parameters, data, image) is ``identity``, or ``""``: the interrupted run that a new
+    execution of the same run continues, even under another run id (a replacement instance
+    that built the same image again gets another image id)."""
+    wanted = _canonical(dict(identity))
+    best: tuple[str, str] | None = None
+    for record in records:
+        if isinstance(record, str):
+            try:
+                record = json.loads(record)
+            except ValueError:
+                continue  # a torn or foreign file is not a run to continue
+        if not isinstance(record, Mapping) or not isinstance(record.get("run_id"), str):
+            continue
+        run = record["run_id"]
+        if not run or "/" in run or run.startswith("."):
+            continue
+        if _canonical(record.get("identity")) != wanted:
+            continue
+        key = (str(record.get("started_at") or ""), run)
+        if best is None or key > best:
+            best = key
+    return best[1] if best else ""
+
+
 def redact_url(value: Any) -> str:
     """A URL as it may be shown or recorded: no user, password, query or fragment.
 
@@ -206,5 +253,7 @@ class FilterModule:
             "image_repositories": image_repositories,
             "image_present": image_present,
             "run_id": run_id,
+            "interrupted_runs": interrupted_runs,
+            "resumable_run": resumable_run,
             "redact_url": redact_url,
         }

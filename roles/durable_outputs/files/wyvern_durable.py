@@ -442,7 +442,8 @@ class Watcher:
         records = []
         command = self.config.get(
             "signal_command",
-            ["docker", "exec", "{container}", "kill", "-s", "{signal}", "{pid}"],
+            # The shell's kill: the notebook image has no kill program.
+            ["docker", "exec", "{container}", "sh", "-c", 'kill -s "$0" "$1"', "{signal}", "{pid}"],
         )
         for run, pid in self.running_runs():
             run_dir = os.path.join(self.config["outputs_dir"], run)

@@ -163,6 +163,16 @@ def test_a_failed_notebook_fails_the_task_with_papermill_s_error_tail() -> None:
     assert result["msg"].endswith("ValueError: no train/ in /data")
 
 
+def test_a_training_stopped_by_a_signal_says_how_to_continue_it() -> None:
+    job = {"finished": True, "rc": 1, "stdout": "", "stderr": "Interrupted: stopped by SIGTERM\n"}
+    result = action.summarise(job, _record(state="stopped", epoch=2, step=7), [], tail_lines=5)
+    assert result["failed"] is True and result["interrupted"] is True
+    assert result["msg"].startswith("The training was stopped in epoch 2 at step 7")
+    assert "run playbooks/run.yml again with the same settings to continue it" in result["msg"]
+    early = action.summarise(job, _record(state="stopped"), [], tail_lines=5)
+    assert "stopped before training started" in early["msg"]
+
+
 def test_a_finished_run_summarises_its_last_epoch() -> None:
     final = {**EPOCH_1, "epoch": 3, "state": "done"}
     result = action.summarise(DONE, final, ["a line"], tail_lines=5)

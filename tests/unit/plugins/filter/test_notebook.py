@@ -213,3 +213,64 @@ def test_image_present_finds_a_reference_by_tag_or_digest_and_nothing_else() -> 
     assert image_present(images, f"python:3.11-slim@{digest}")
     assert not image_present([], "wyvern/notebook:aaaa")
     assert not image_present(None, "wyvern/notebook:aaaa")
+
+
+def test_interrupted_runs_hold_a_checkpoint_and_no_record() -> None:
+    files = [
+        "stopped/checkpoint.pt",
+        "stopped/started.json",
+        "stopped/interruption.json",
+        "done/checkpoint.pt",
+        "done/run.json",
+        "fresh/started.json",
+        "/home/u/outputs/host/wb/other/checkpoint.pt",
+        "/home/u/outputs/host/wb/other/checkpoint.pt.tmp",
+        "stopped/checkpoint.pt",  # listed twice: one run
+    ]
+    assert filters.interrupted_runs(files) == ["/home/u/outputs/host/wb/other", "stopped"]
+    assert filters.interrupted_runs([]) == []
+
+
+IDENTITY = {
+    "notebook": "workload/notebooks/transfer_learning.ipynb",
+    "settings": {"epochs": 3, "limit": None, "mode": "finetune"},
+    "data": "",
+    "image": "wyvern/notebook:0123456789abcdef",
+}
+
+
+def _started(run_id: str, at: str, **identity: object) -> str:
+    return json.dumps(
+        {"run_id": run_id, "started_at": at, "identity": {**IDENTITY, **identity}}, indent=2
+    )
+
+
+def test_resumable_run_is_the_newest_interrupted_run_of_the_same_identity() -> None:
+    records = [
+        _started("finetune-old", "2026-11-27T10:00:00+00:00"),
+        _started("finetune-new", "2026-11-27T11:00:00+00:00"),
+        # Same run, another image (new workload code): never continued.
+        _started("finetune-code", "2026-11-27T12:00:00+00:00", image="wyvern/notebook:ffff"),
+        # Other parameters.
+        _started("finetune-ep5", "2026-11-27T12:00:00+00:00", settings={"epochs": 5}),
+    ]
+    assert filters.resumable_run(records, IDENTITY) == "finetune-new"
+    # Key order and a JSON round trip do not matter; parsed records are taken too.
+    reordered = dict(reversed(list(IDENTITY.items())))
+    assert filters.resumable_run([json.loads(records[0])], reordered) == "finetune-old"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json",
+        "[]",
+        json.dumps({"identity": IDENTITY}),  # no run id
+        json.dumps({"run_id": "../escape", "identity": IDENTITY}),
+        json.dumps({"run_id": ".hidden", "identity": IDENTITY}),
+        json.dumps({"run_id": "", "identity": IDENTITY}),
+        json.dumps({"run_id": "x", "identity": {**IDENTITY, "data": "sha256:other"}}),
+    ],
+)
+def test_resumable_run_ignores_torn_foreign_and_other_records(record: str) -> None:
+    assert filters.resumable_run([record], IDENTITY) == ""
