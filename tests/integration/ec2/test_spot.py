@@ -86,6 +86,15 @@ def test_one_instance_is_launched_from_the_template(spot) -> None:
     assert instance["IamInstanceProfile"]["Arn"].endswith(f"/{NAME}")
 
 
+def test_a_second_run_changes_nothing_and_keeps_one_template_version(spot) -> None:
+    env, home, moto, _ = spot
+    again = run_role(env, workbench_outputs_dir=str(home / "outputs"), **COMMON)
+    assert again.rc == 0, again.describe()
+    assert again.changed == 0, again.describe()
+    versions = moto.client("ec2").describe_launch_template_versions(LaunchTemplateName=NAME)
+    assert len(versions["LaunchTemplateVersions"]) == 1
+
+
 def test_teardown_deletes_the_template(spot) -> None:
     env, home, moto, _ = spot
     gone = run_role(
