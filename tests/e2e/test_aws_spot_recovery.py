@@ -28,29 +28,18 @@ from tests.e2e.test_aws_target import (  # noqa: F401  (fixtures)
     tagged_resources,
 )
 from tests.integration.durable.support import FakeImds
+
+# The interrupted run's settings (the notice lands once epoch 2 is under way) and its
+# learning curve, as in the local test.
+from tests.integration.test_run_resume import RUN, _curve
 from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import PlaybookRun, run_playbook
 from tests.support.ports import reserved_port
 from tests.support.sshd import StandInInstance
 
-# Three epochs of 20 steps at 40 px: the notice, sent once epoch 2 is under way, lands
-# before the end.
-RUN = {
-    "run_epochs": 3,
-    "run_limit": 320,
-    "run_image_size": 40,
-    "run_batch_size": 16,
-    "run_poll_interval": 1,
-}
 INVENTORY = ["inventory/aws_ec2.yml"]
 NOTICE = "/latest/meta-data/spot/instance-action"
-
-
-def _curve(run_dir: Path) -> list[tuple[float, ...]]:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
-    return [tuple(row[k] for k in keys) for row in metrics["epochs"]]
 
 
 def _s3_keys(s3, bucket: str) -> list[str]:
