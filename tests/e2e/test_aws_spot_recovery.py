@@ -34,7 +34,7 @@ from tests.integration.durable.support import FakeImds
 from tests.integration.test_run_resume import RUN, _curve
 from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
-from tests.support.playbook import PlaybookRun, run_playbook
+from tests.support.playbook import PlaybookRun, run_playbook, run_playbook_until_training
 from tests.support.ports import reserved_port
 from tests.support.sshd import StandInInstance
 
@@ -50,33 +50,15 @@ def _run_until_the_notice(
     repo_root: Path, env: dict, extra: dict, imds: FakeImds, log: Path
 ) -> tuple[PlaybookRun, str]:
     """run.yml in the background; the spot notice once epoch 2 is under way on the host."""
-    outputs = host_notebook_home(extra["workbench_name"]) / "outputs"
-    command = ["ansible-playbook", "playbooks/run.yml", "-i", INVENTORY[0]]
-    command += ["-e", json.dumps(extra)]
-    with (
-        log.open("w") as sink,  # a file: an unread pipe would block ansible-playbook
-        subprocess.Popen(
-            command, cwd=repo_root, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True
-        ) as proc,
-    ):
-        try:
-            deadline = time.monotonic() + 900
-            run_id = ""
-            while not run_id:
-                assert proc.poll() is None, log.read_text()[-4000:]
-                assert time.monotonic() < deadline, "epoch 2 never started"
-                for progress in outputs.glob("*/progress.json"):
-                    with contextlib.suppress(ValueError):
-                        record = json.loads(progress.read_text())
-                        if record.get("state") == "running" and (record.get("epoch") or 0) >= 2:
-                            imds.notice("terminate")
-                            run_id = progress.parent.name
-                time.sleep(0.2)
-            proc.wait(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    return PlaybookRun(proc.returncode, log.read_text()), run_id
+    run, run_dir = run_playbook_until_training(
+        repo_root,
+        ["playbooks/run.yml", "-i", INVENTORY[0], "-e", json.dumps(extra)],
+        env,
+        host_notebook_home(extra["workbench_name"]) / "outputs",
+        log,
+        lambda _record: imds.notice("terminate"),
+    )
+    return run, run_dir.name
 
 
 def _reclaim(ec2, docker_client, imds: FakeImds, workbench: str, instance_id: str) -> None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import yaml
 
 from tests.integration.test_run_role import workbench  # noqa: F401  (a fixture)
 from tests.support.outputs import host_notebook_home, run_outputs_dir
-from tests.support.playbook import PlaybookRun, run_playbook
+from tests.support.playbook import PlaybookRun, run_playbook, run_playbook_until_training
 
 ROOT = Path(__file__).resolve().parents[2]
 # Three epochs of 20 steps at 40 px: a few seconds each on a CPU, so the signal sent once
@@ -53,37 +52,20 @@ def _interrupted_run(
     repo_root: Path, env: dict, settings: dict, log: Path
 ) -> tuple[PlaybookRun, Path]:
     """run.yml in the background; SIGTERM to the training once epoch 2 is under way."""
-    outputs = host_notebook_home(settings["workbench_name"]) / "outputs"
-    command = ["ansible-playbook", "playbooks/run.yml", "-e", json.dumps(settings)]
-    # The output goes to a file: an unread pipe would block ansible-playbook once full.
-    with (
-        log.open("w") as sink,
-        subprocess.Popen(
-            command, cwd=repo_root, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True
-        ) as proc,
-    ):
-        deadline = time.monotonic() + 600
-        signalled = None
-        try:
-            while signalled is None:
-                assert proc.poll() is None, log.read_text()[-4000:]
-                assert time.monotonic() < deadline, "epoch 2 never started"
-                for progress in outputs.glob("*/progress.json"):
-                    try:
-                        record = json.loads(progress.read_text())
-                    except ValueError:
-                        continue  # replaced while read
-                    if record.get("state") == "running" and (record.get("epoch") or 0) >= 2:
-                        kill = _signal_command(settings["workbench_name"], record["pid"])
-                        subprocess.run(kill, check=True, capture_output=True, timeout=30)
-                        signalled = progress.parent
-                        break
-                time.sleep(0.2)
-            proc.wait(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    return PlaybookRun(proc.returncode, log.read_text()), signalled
+    name = settings["workbench_name"]
+
+    def sigterm(record: dict) -> None:
+        kill = _signal_command(name, record["pid"])
+        subprocess.run(kill, check=True, capture_output=True, timeout=30)
+
+    return run_playbook_until_training(
+        repo_root,
+        ["playbooks/run.yml", "-e", json.dumps(settings)],
+        env,
+        host_notebook_home(name) / "outputs",
+        log,
+        sigterm,
+    )
 
 
 def test_an_interrupted_run_continues_from_its_checkpoint(

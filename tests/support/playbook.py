@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,57 @@ def run_playbook(
         timeout=timeout,
     )
     return PlaybookRun(proc.returncode, proc.stdout)
+
+
+def run_playbook_until_training(
+    root: Path,
+    args: list[str],
+    env: dict[str, str],
+    outputs: Path,
+    log: Path,
+    act: Callable[[dict], None],
+    epoch: int = 2,
+    timeout: float = 900,
+) -> tuple[PlaybookRun, Path]:
+    """``ansible-playbook *args`` in the background; once a run under ``outputs`` (the host's
+    notebook outputs) reports epoch ``epoch`` under way in its progress.json, ``act`` gets
+    that record (to interrupt the training); then wait for the playbook to end. Returns the
+    playbook's run and the run directory acted on."""
+    import json
+    import time
+
+    with (
+        log.open("w") as sink,  # a file: an unread pipe would block ansible-playbook once full
+        subprocess.Popen(
+            ["ansible-playbook", *args],
+            cwd=root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as proc,
+    ):
+        try:
+            deadline = time.monotonic() + timeout
+            acted: Path | None = None
+            while acted is None:
+                assert proc.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, f"epoch {epoch} never started"
+                for progress in outputs.glob("*/progress.json"):
+                    try:
+                        record = json.loads(progress.read_text())
+                    except ValueError:
+                        continue  # replaced while read
+                    if record.get("state") == "running" and (record.get("epoch") or 0) >= epoch:
+                        act(record)
+                        acted = progress.parent
+                        break
+                time.sleep(0.2)
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return PlaybookRun(proc.returncode, log.read_text()), acted
 
 
 def forget_host_outputs(workbench_name: str) -> None:
