@@ -428,6 +428,8 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # A workbench prefix: path segments of safe characters; no IAM wildcard (* ?), no
 # policy variable (${...}), no empty segment, no leading or trailing slash.
 _PREFIX = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
+# IAM names (roles, instance profiles): 1-128 of these characters.
+_PROFILE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,128}$")
 
 
 def ec2_outputs_bucket_name(owner: Any, account: Any, region: Any) -> str:
@@ -443,14 +445,21 @@ def ec2_outputs_bucket_name(owner: Any, account: Any, region: Any) -> str:
     return name
 
 
-def ec2_outputs_policy(bucket: Any, prefix: Any, partition: Any = "aws") -> dict[str, Any]:
+def ec2_outputs_policy(
+    bucket: Any, prefix: Any, partition: Any = "aws", stop_profile: Any = ""
+) -> dict[str, Any]:
     """The instance role's only permissions: objects under <prefix>/ of one bucket.
 
     Put, get and list under the prefix (list with an s3:prefix condition on the bucket);
     nothing else in the bucket, no other bucket, no delete (the instance only adds; the
     control node removes the prefix at teardown, after it has everything).
+
+    With `stop_profile` (the workbench's own instance profile name): ec2:StopInstances on
+    instances that carry that profile, i.e. the workbench's own instance, so that the idle
+    agent can stop it where powering off would terminate outputs that are not safe yet.
+    No start, no terminate, no other instance.
     """
-    bucket, prefix = str(bucket), str(prefix)
+    bucket, prefix, stop_profile = str(bucket), str(prefix), str(stop_profile or "")
     if not _BUCKET.match(bucket):
         raise AnsibleFilterError(
             f"S3 bucket {bucket!r} is not a valid bucket name (lower-case letters, digits, dashes)"
@@ -461,7 +470,7 @@ def ec2_outputs_policy(bucket: Any, prefix: Any, partition: Any = "aws") -> dict
             "(no wildcard, no leading or trailing slash)"
         )
     arn = f"arn:{partition}:s3:::{bucket}"
-    return {
+    policy: dict[str, Any] = {
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -479,6 +488,25 @@ def ec2_outputs_policy(bucket: Any, prefix: Any, partition: Any = "aws") -> dict
             },
         ],
     }
+    if stop_profile:
+        if not _PROFILE.match(stop_profile):
+            raise AnsibleFilterError(
+                f"instance profile name {stop_profile!r} may hold only letters, digits and + = , . @ _ -"
+            )
+        policy["Statement"].append(
+            {
+                "Sid": "StopOnlyTheWorkbenchInstance",
+                "Effect": "Allow",
+                "Action": "ec2:StopInstances",
+                "Resource": f"arn:{partition}:ec2:*:*:instance/*",
+                "Condition": {
+                    "ArnLike": {
+                        "ec2:InstanceProfile": f"arn:{partition}:iam::*:instance-profile/{stop_profile}"
+                    }
+                },
+            }
+        )
+    return policy
 
 
 def ec2_assume_role_policy(service: Any = "ec2.amazonaws.com") -> dict[str, Any]:

@@ -18,6 +18,8 @@ description:
   - What powering the instance off does (C(poweroff_behavior) in the config) was fixed at launch. An
     empty C(poweroff_behavior) in O(config) keeps the value recorded by an earlier install, else takes
     the idle C(action); a later change of the idle action cannot misstate it.
+  - So was whether the instance may stop itself through EC2's API (C(stop_command) in the config, a
+    command list); an empty one keeps the command recorded by an earlier install, else none.
   - O(mode=auto) runs the agent by systemd timers where C(/run/systemd/system) exists, else by
     background loops. With timers it writes the units that changed, reloads systemd only then,
     enables and starts both timers (restarts them when a unit changed) and reads the policy
@@ -55,7 +57,7 @@ options:
     required: true
   config:
     description: The agent's settings, written to O(config_path). An empty C(poweroff_behavior)
-      is resolved as described above.
+      or C(stop_command) is resolved as described above.
     type: dict
     required: true
   lib_dir:
@@ -227,13 +229,18 @@ def ensure_file(path: str, content: str, mode: int, check: bool) -> bool:
     return True
 
 
-def recorded_poweroff(config_path: str) -> str:
-    """The poweroff_behavior of an earlier install's config, or '' without one."""
+# What the instance's launch fixed, recorded by the first install: what powering off does,
+# and the command that stops the instance through EC2's API (its instance profile's right).
+LAUNCH_KEYS = ("poweroff_behavior", "stop_command")
+
+
+def recorded_launch(config_path: str) -> dict[str, Any]:
+    """The launch-fixed settings of an earlier install's config; {} without one."""
     try:
         with open(config_path, encoding="utf-8") as handle:
             text = handle.read()
     except FileNotFoundError:
-        return ""
+        return {}
     try:
         previous = json.loads(text)
     except ValueError as exc:
@@ -241,15 +248,22 @@ def recorded_poweroff(config_path: str) -> str:
             f"the agent's config {config_path} is not JSON ({exc}); it records what powering this "
             "instance off does: fix it, or remove it and set autostop_poweroff_behavior"
         ) from exc
-    return str(previous.get("poweroff_behavior") or "") if isinstance(previous, dict) else ""
+    if not isinstance(previous, dict):
+        return {}
+    return {key: previous[key] for key in LAUNCH_KEYS if previous.get(key)}
 
 
-def merged_config(config: dict[str, Any], recorded: str) -> dict[str, Any]:
-    """What powering off does: the explicit value, else the recorded one, else the idle action."""
+def merged_config(config: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """Each launch-fixed setting: the explicit value, else the recorded one; what powering
+    off does falls back to the idle action, the stop command to none."""
     merged = dict(config)
     merged["poweroff_behavior"] = (
-        config.get("poweroff_behavior") or recorded or config.get("action") or ""
+        config.get("poweroff_behavior")
+        or recorded.get("poweroff_behavior")
+        or config.get("action")
+        or ""
     )
+    merged["stop_command"] = list(config.get("stop_command") or recorded.get("stop_command") or [])
     return merged
 
 
@@ -357,7 +371,7 @@ def apply(
         path = os.path.join(params["lib_dir"], name)
         if ensure_file(path, params["scripts"][name], 0o755, check):
             changed_paths.append(path)
-    config = merged_config(params["config"], recorded_poweroff(params["config_path"]))
+    config = merged_config(params["config"], recorded_launch(params["config_path"]))
     if ensure_file(params["config_path"], config_text(config), 0o600, check):
         changed_paths.append(params["config_path"])
 

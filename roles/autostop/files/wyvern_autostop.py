@@ -319,11 +319,18 @@ def _clock(stamp: float, now: float) -> str:
 def policy_text(policy: dict[str, Any], started: float | None, now: float) -> str:
     """One line for people: 'stops after 30 min idle; hard stop at 14:05 UTC'."""
     action, _ = hard.resolve_action(policy, [])
-    verb = {"stop": "stops", "terminate": "terminates", "refuse": "cannot power off"}[action]
+    verb = {
+        "stop": "stops",
+        "stop-api": "stops",
+        "terminate": "terminates",
+        "refuse": "cannot power off",
+    }[action]
     if action == "refuse":
         idle = "idle auto-stop refused (powering off would terminate; see the log)"
     elif policy["idle_seconds"]:
         idle = f"{verb} after {_duration(policy['idle_seconds'])} idle"
+        if action == "terminate" and policy.get("stop_command"):
+            idle += " (stops instead while outputs are not fetched)"
     else:
         idle = "idle auto-stop off"
     deadline = hard.hard_deadline(policy, started)

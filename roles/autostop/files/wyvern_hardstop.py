@@ -11,7 +11,9 @@ Config (JSON, written by the autostop role; every key has a default here):
   max_seconds (0: off), action (stop|terminate), poweroff_behavior (what powering the
   instance off does: its shutdown behaviour at launch), terminate_unfetched,
   warn_seconds, interval_seconds, gpu_threshold, run_heartbeat_seconds, proc_root,
-  docker_socket, poweroff_command, state_dir.
+  docker_socket, poweroff_command, stop_command (a command that stops this instance through
+  EC2's API; empty: the instance cannot stop itself when powering off would terminate it),
+  state_dir.
 
 Outputs contract: a directory directly under <notebook_home>/outputs/ has been fetched
 when it holds a file `.fetched` (written by the control node after it copied the
@@ -59,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "proc_root": "/proc",
     "docker_socket": "/var/run/docker.sock",
     "poweroff_command": ["shutdown", "-h", "now"],
+    "stop_command": [],
     "state_dir": "",
 }
 
@@ -242,12 +245,13 @@ def _files(path: str):
 
 
 def resolve_action(policy: dict[str, Any], unfetched: list[str]) -> tuple[str, str]:
-    """(what to do, why): stop, terminate or refuse. Pure.
+    """(what to do, why): stop, terminate, stop-api or refuse. Pure.
 
-    On aws the agent can only power the instance off; what that does was fixed at launch
-    (poweroff_behavior). Terminating is refused while outputs are not fetched (unless
-    terminate_unfetched), and so is powering off an instance that would terminate when
-    stop was asked: stopping it instead would need AWS credentials the instance has not.
+    On aws powering the instance off does what its launch fixed (poweroff_behavior).
+    Where that is terminate, and either stop was asked or outputs are not fetched (unless
+    terminate_unfetched), the instance stops instead through EC2's API (stop-api, with
+    stop_command: its instance profile may stop only its own instance). Without
+    stop_command it cannot: the action is refused, and the instance keeps running.
     """
     wanted = policy["action"]
     if policy["target"] == "local":
@@ -266,16 +270,19 @@ def resolve_action(policy: dict[str, Any], unfetched: list[str]) -> tuple[str, s
         )
         return "stop", f"power off; the instance stops{note}"
     if wanted == "stop":
-        return "refuse", (
-            "stop refused: powering off this instance terminates it (launched with shutdown behaviour "
-            "terminate); stop it from the control node with playbooks/stop.yml"
-        )
-    if unfetched and not policy.get("terminate_unfetched"):
-        return "refuse", (
-            f"terminate refused: {len(unfetched)} output(s) not fetched ({', '.join(unfetched[:5])}); "
-            "fetch them (playbooks/run.yml or teardown.yml), or set autostop_terminate_unfetched"
-        )
-    return "terminate", "power off; the instance terminates"
+        why = "powering off this instance terminates it (launched with shutdown behaviour terminate)"
+    elif unfetched and not policy.get("terminate_unfetched"):
+        why = f"terminating would delete {len(unfetched)} output(s) not fetched ({', '.join(unfetched[:5])})"
+    else:
+        return "terminate", "power off; the instance terminates"
+    if policy.get("stop_command"):
+        return "stop-api", f"{why}: the instance stops instead (EC2's API) and keeps its volume"
+    if wanted == "stop":
+        return "refuse", f"stop refused: {why}; stop it from the control node with playbooks/stop.yml"
+    return "refuse", (
+        f"terminate refused: {why}; fetch them (playbooks/run.yml or teardown.yml), "
+        "or set autostop_terminate_unfetched"
+    )
 
 
 def hard_deadline(policy: dict[str, Any], started: float | None) -> float | None:
@@ -307,6 +314,16 @@ def perform(config: dict[str, Any], action: str) -> str:
         if status not in (204, 304):
             raise OSError(f"docker stop {config['container']}: HTTP {status} {body}")
         return f"stopped container {config['container']}"
+    if action == "stop-api":
+        done = subprocess.run(
+            config["stop_command"], capture_output=True, text=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise OSError(
+                f"stopping the instance through EC2's API failed ({tail[0]}); it keeps running"
+            )
+        return f"stopped the instance through EC2's API: {done.stdout.strip()}"
     subprocess.run(config["poweroff_command"], check=True, timeout=120)
     return f"ran {' '.join(config['poweroff_command'])} ({action})"
 

@@ -18,6 +18,12 @@ Every `interval_seconds`:
 
   python3 wyvern_durable.py --config FILE [--once | --loop | --ensure-loop | --stop-loop]
   python3 wyvern_durable.py --config FILE --restore RUN_ID   (S3 -> outputs/RUN_ID/)
+  python3 wyvern_durable.py --config FILE --stop-instance
+
+--stop-instance stops this instance through EC2's API (StopInstances, signed with the
+instance profile's credentials, which may stop only this workbench's instance). The idle
+agent (role autostop) runs it when powering off would terminate the instance while it
+holds outputs that are not safe yet: the instance stops instead, and keeps its volume.
 """
 
 from __future__ import annotations
@@ -302,6 +308,69 @@ class S3:
             if more is None or more.text != "true" or nxt is None:
                 return keys
             token = nxt.text or ""
+
+
+# --- EC2: stop this instance -----------------------------------------------------------
+
+
+class Ec2Error(Exception):
+    pass
+
+
+def stop_instance(config: dict[str, Any], imds: Imds, credentials: Any) -> dict[str, str]:
+    """StopInstances for the instance IMDS names, in its own region: one signed POST.
+
+    The endpoint is `ec2_endpoint_url` (tests: moto), else EC2's regional endpoint. Returns
+    the instance id and the state EC2 reports (stopping; stopped if it already was)."""
+    instance = (imds.get("/latest/meta-data/instance-id") or "").strip()
+    region = (imds.get("/latest/meta-data/placement/region") or "").strip()
+    if not instance or not region:
+        raise Ec2Error("the metadata service gave no instance id or region")
+    endpoint = config.get("ec2_endpoint_url") or f"https://ec2.{region}.amazonaws.com"
+    parts = urllib.parse.urlsplit(endpoint)
+    body = urllib.parse.urlencode(
+        {"Action": "StopInstances", "InstanceId.1": instance, "Version": "2016-11-15"}
+    ).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+    signed = sign(
+        "POST",
+        parts.netloc,
+        "/",
+        {},
+        headers,
+        hashlib.sha256(body).hexdigest(),
+        region,
+        credentials.get(),
+        dt.datetime.now(dt.UTC),
+        service="ec2",
+    )
+    signed.pop("host")
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.netloc, timeout=30)
+    try:
+        conn.request("POST", "/", body=body, headers=signed)
+        resp = conn.getresponse()
+        status, text = resp.status, resp.read()
+    except OSError as exc:
+        raise Ec2Error(f"StopInstances {instance}: {exc}") from exc
+    finally:
+        conn.close()
+    if status != 200:
+        raise Ec2Error(f"StopInstances {instance}: HTTP {status} {_aws_error(text)}")
+    current = next((el for el in ET.fromstring(text).iter() if el.tag.endswith("currentState")), None)
+    name = "" if current is None else next((c.text or "" for c in current if c.tag.endswith("name")), "")
+    return {"instance": instance, "state": name or "unknown"}
+
+
+def _aws_error(text: bytes) -> str:
+    """Code: Message of an AWS error document, else its start."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return repr(text[:300])
+    code = next((el.text for el in root.iter() if el.tag.endswith("Code")), "")
+    message = next((el.text for el in root.iter() if el.tag.endswith("Message")), "")
+    return f"{code}: {message}" if code or message else repr(text[:300])
 
 
 # --- uploader -------------------------------------------------------------------------
@@ -639,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--ensure-loop", action="store_true")
     mode.add_argument("--stop-loop", action="store_true")
     mode.add_argument("--restore", metavar="RUN_ID")
+    mode.add_argument("--stop-instance", action="store_true")
     args = parser.parse_args(argv)
     if args.loop:
         loop(args.config)
@@ -652,6 +722,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     if args.restore:
         print(json.dumps({"restored": restore(config, args.restore)}))
+        return 0
+    if args.stop_instance:
+        imds, uploader, _ = build(config)
+        try:
+            print(json.dumps(stop_instance(config, imds, uploader.s3.credentials)))
+        except (Ec2Error, ImdsError) as exc:
+            log(f"could not stop the instance: {exc}")
+            return 1
         return 0
     result = once(*build(config))
     print(json.dumps(result))

@@ -107,6 +107,16 @@ CASES: dict[str, Case] = {
         {"workbench_idle_action": "destroy"},
         ["ec2_gpu_instance_shutdown_behavior must be one of: stop, terminate, got: destroy"],
     ),
+    # Terminate must be able to stop instead while outputs are not fetched: that takes the
+    # durable outputs' instance profile.
+    "terminate-without-durable-outputs": Case(
+        {"workbench_idle_action": "terminate", "ec2_gpu_instance_durable_outputs": False},
+        [
+            "workbench_idle_action=terminate (ec2_gpu_instance_shutdown_behavior=terminate) needs",
+            "ec2_gpu_instance_durable_outputs=true",
+            "autostop_terminate_unfetched=true",
+        ],
+    ),
     "subnet-zone-without-the-type": Case(
         {"ec2_gpu_instance_subnet_id": "SUBNET_IN_US_EAST_1E"},
         ["is not in a zone that offers g4dn.xlarge", "set ec2_gpu_instance_subnet_id"],

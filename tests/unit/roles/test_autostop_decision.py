@@ -146,6 +146,49 @@ def test_resolve_action(target, action, behavior, unfetched, force, expected) ->
         assert "r1" in why and "not fetched" in why
 
 
+STOP_COMMAND = ["python3", "wyvern_durable.py", "--config", "d.json", "--stop-instance"]
+
+
+@pytest.mark.parametrize(
+    ("target", "action", "behavior", "unfetched", "force", "expected"),
+    [
+        # Where the instance may stop itself, every refusal becomes a stop through the API.
+        ("aws", "stop", "terminate", [], False, "stop-api"),
+        ("aws", "terminate", "terminate", ["r1"], False, "stop-api"),
+        # Everything else is as without it.
+        ("aws", "terminate", "terminate", [], False, "terminate"),
+        ("aws", "terminate", "terminate", ["r1"], True, "terminate"),
+        ("aws", "stop", "stop", ["r1"], False, "stop"),
+        ("aws", "terminate", "stop", ["r1"], False, "stop"),
+        ("local", "terminate", "terminate", ["r1"], False, "stop"),
+    ],
+)
+def test_an_instance_that_may_stop_itself_stops_instead_of_refusing(
+    target, action, behavior, unfetched, force, expected
+) -> None:
+    got, why = hard.resolve_action(
+        policy(
+            target=target,
+            action=action,
+            poweroff_behavior=behavior,
+            terminate_unfetched=force,
+            stop_command=STOP_COMMAND,
+        ),
+        unfetched,
+    )
+    assert got == expected, why
+    if expected == "stop-api":
+        assert "stops instead" in why
+        if unfetched:
+            assert "r1" in why and "not fetched" in why
+
+
+def test_the_hard_limit_stops_instead_of_terminating_unfetched_outputs() -> None:
+    p = policy(action="terminate", poweroff_behavior="terminate", stop_command=STOP_COMMAND)
+    assert hard.decide_hard(p, NOW, NOW - 13 * 3600, ["run-1"])[:2] == (True, "stop-api")
+    assert hard.decide_hard(p, NOW, NOW - 13 * 3600, [])[:2] == (True, "terminate")
+
+
 # ---------------------------------------------------------------- the hard limit
 
 
@@ -186,5 +229,20 @@ def test_policy_text() -> None:
         policy(action="terminate", poweroff_behavior="terminate"), started, NOW
     )
     assert text == "terminates after 30 min idle; hard terminate at 14:05 UTC"
+    may_stop = agent.policy_text(
+        policy(action="terminate", poweroff_behavior="terminate", stop_command=STOP_COMMAND),
+        started,
+        NOW,
+    )
+    assert may_stop == (
+        "terminates after 30 min idle (stops instead while outputs are not fetched); "
+        "hard terminate at 14:05 UTC"
+    )
+    asked_to_stop = agent.policy_text(
+        policy(action="stop", poweroff_behavior="terminate", stop_command=STOP_COMMAND),
+        started,
+        NOW,
+    )
+    assert asked_to_stop == "stops after 30 min idle; hard stop at 14:05 UTC"
     tomorrow = agent.policy_text(policy(max_seconds=30 * 3600), started, NOW)
     assert tomorrow.endswith("hard stop at 2027-01-16 08:05 UTC")

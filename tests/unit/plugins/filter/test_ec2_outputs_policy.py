@@ -2,8 +2,8 @@
 
 The evaluator follows IAM's rules for what this policy uses: implicit deny, Allow
 statements matched on Action and Resource with IAM wildcards (`*` any run, `?` one
-character, case-sensitive for resources, not for actions), and StringLike conditions on a
-request's context keys (a key the request lacks fails the condition).
+character, case-sensitive for resources, not for actions), and StringLike or ArnLike
+conditions on a request's context keys (a key the request lacks fails the condition).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def allowed(policy: dict[str, Any], action: str, resource: str, **context: str) 
             continue
         ok = True
         for operator, keys in statement.get("Condition", {}).items():
-            assert operator == "StringLike", operator
+            assert operator in ("StringLike", "ArnLike"), operator
             for key, patterns in keys.items():
                 value = context.get(key)
                 if value is None or not any(_like(p, value) for p in _as_list(patterns)):
@@ -137,3 +137,39 @@ def test_only_ec2_may_assume_the_role() -> None:
             "Action": "sts:AssumeRole",
         }
     ]
+
+
+# ---------------------------------------------------------------- stopping its own instance
+
+ROLE = "wyvern-workbench-tester"
+STOPPER = filters.ec2_outputs_policy(BUCKET, PREFIX, "aws", ROLE)
+INSTANCE = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
+OWN_PROFILE = f"arn:aws:iam::123456789012:instance-profile/{ROLE}"
+
+
+def test_the_instance_may_stop_only_instances_with_its_own_profile() -> None:
+    assert allowed(STOPPER, "ec2:StopInstances", INSTANCE, **{"ec2:InstanceProfile": OWN_PROFILE})
+    # Another workbench's instance (its own profile), one whose name starts the same, or one
+    # without a profile.
+    for other in (f"{OWN_PROFILE}-2", "arn:aws:iam::123456789012:instance-profile/other"):
+        assert not allowed(STOPPER, "ec2:StopInstances", INSTANCE, **{"ec2:InstanceProfile": other})
+    assert not allowed(STOPPER, "ec2:StopInstances", INSTANCE)
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["ec2:TerminateInstances", "ec2:StartInstances", "ec2:ModifyInstanceAttribute", "ec2:RunInstances"],
+)
+def test_the_instance_may_do_nothing_else_in_ec2(action: str) -> None:
+    assert not allowed(STOPPER, action, INSTANCE, **{"ec2:InstanceProfile": OWN_PROFILE})
+
+
+def test_without_a_profile_the_policy_holds_no_ec2_right() -> None:
+    assert not [st for st in POLICY["Statement"] if "ec2:" in str(st["Action"])]
+    assert STOPPER["Statement"][:2] == POLICY["Statement"]
+
+
+@pytest.mark.parametrize("profile", ["a*", "a/b", "${ec2:SourceInstanceARN}", "x" * 129])
+def test_a_profile_name_that_would_widen_the_policy_is_refused(profile: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="instance profile"):
+        filters.ec2_outputs_policy(BUCKET, PREFIX, "aws", profile)

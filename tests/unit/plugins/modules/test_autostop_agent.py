@@ -159,6 +159,23 @@ def test_the_recorded_poweroff_behaviour_survives_another_idle_action(tmp_path: 
     assert recorded(tmp_path) == "terminate"  # autostop_poweroff_behavior wins
 
 
+def test_the_recorded_stop_command_survives_a_later_install_without_one(tmp_path: Path) -> None:
+    """site.yml (which knows the instance profile) records how the instance stops itself; a
+    later autostop.yml, which does not, keeps it; a fresh install without one has none."""
+    command = ["/usr/bin/python3", "/lib/wyvern_durable.py", "--config", "/etc/d.json", "--stop-instance"]
+    config = {"name": "nb", "action": "terminate", "poweroff_behavior": "", "stop_command": command}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    autostop_agent.apply(params(tmp_path / "a", config=config), False, Host())
+    later = dict(config, stop_command=[], action="stop")
+    autostop_agent.apply(params(tmp_path / "a", config=later), False, Host())
+    written = json.loads((tmp_path / "a" / "etc" / "nb.json").read_text())
+    assert written["stop_command"] == command and written["action"] == "stop"
+    fresh = dict(config, stop_command=[])
+    autostop_agent.apply(params(tmp_path / "b", config=fresh), False, Host())
+    assert json.loads((tmp_path / "b" / "etc" / "nb.json").read_text())["stop_command"] == []
+
+
 def test_a_config_that_is_not_json_fails_naming_it(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "nb.json").write_text("{broken")
