@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -37,12 +38,22 @@ def free_port() -> int:
 
 
 class MotoServer:
-    def __init__(self, url: str, log: Path | None = None) -> None:
+    def __init__(self, url: str, log: Path | None = None, faults: Path | None = None) -> None:
         self.url = url
         self.log = log  # the server's own log (every request), for a failing test to read
+        # Read by the server on every RunInstances (tests.support.moto_server): what EC2
+        # refuses that moto never would, such as spot capacity in some zones.
+        self.faults = faults
 
     def reset(self) -> None:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+        self.set_faults()
+
+    def set_faults(self, **faults: Any) -> None:
+        """E.g. spot_refused_zones={"us-east-1a": "SpotMaxPriceTooLow"}; none clears them."""
+        if self.faults is None:
+            raise RuntimeError("this moto server was started without a faults file")
+        self.faults.write_text(json.dumps(faults))
 
     def client(self, service: str = "ec2", region: str = "us-east-1"):
         import boto3
@@ -85,6 +96,9 @@ def _moto_server(port: int, amis_file: Path, log_dir: Path | None) -> Iterator[M
         # Read once at start-up, so it must be in the server's environment.
         env["MOTO_AMIS_PATH"] = str(amis_file)
     log_path = Path(tempfile.mkdtemp(prefix="moto-", dir=log_dir)) / "moto.log"
+    faults = log_path.parent / "faults.json"
+    faults.write_text("{}")
+    env["WYVERN_MOTO_FAULTS"] = str(faults)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.moto_server", "-H", "127.0.0.1", "-p", str(port)],
@@ -106,7 +120,7 @@ def _moto_server(port: int, amis_file: Path, log_dir: Path | None) -> Iterator[M
                 if time.monotonic() > deadline:
                     raise RuntimeError("moto server did not answer within 60 s") from None
                 time.sleep(0.2)
-        yield MotoServer(url, log_path)
+        yield MotoServer(url, log_path, faults)
     finally:
         proc.terminate()
         try:

@@ -5,6 +5,8 @@ Run as ``python -m tests.support.moto_server -H 127.0.0.1 -p PORT`` (moto.server
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 
@@ -47,9 +49,70 @@ def _template_tags_stay_out_of_the_version_data() -> None:
     launch_templates.LaunchTemplateBackend.create_launch_template = create  # type: ignore[method-assign]
 
 
+def _faults() -> dict[str, Any]:
+    """The faults a test asked for (tests.support.moto.MotoServer.set_faults), read anew on
+    every call so a test can set and clear them on the running server."""
+    path = os.environ.get("WYVERN_MOTO_FAULTS", "")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+# EC2's answers to a spot launch it cannot fill, by error code.
+SPOT_REFUSALS = {
+    "InsufficientInstanceCapacity": "There is no Spot capacity available that matches your request.",
+    "SpotMaxPriceTooLow": (
+        "Your Spot request price of 0.30 is lower than the minimum required Spot request "
+        "fulfillment price of 0.5260."
+    ),
+}
+
+
+def _spot_capacity_can_run_out() -> None:
+    # EC2 refuses a spot launch in a zone without spot capacity (InsufficientInstanceCapacity)
+    # or whose spot price is above the maximum (SpotMaxPriceTooLow); moto never does. With
+    # the fault `spot_refused_zones` ({zone: error code}), a spot RunInstances (its own market
+    # options, or its launch template's) in one of those zones fails as EC2's does.
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models import instances
+
+    original = instances.InstanceBackend.run_instances
+
+    def run(self: Any, image_id: Any, count: Any, user_data: Any, groups: Any, **kwargs: Any):
+        refused = _faults().get("spot_refused_zones") or {}
+        if refused and _is_spot(self, kwargs):
+            code = refused.get(_zone(self, kwargs))
+            if code:
+                raise EC2ClientError(code, SPOT_REFUSALS[code])
+        return original(self, image_id, count, user_data, groups, **kwargs)
+
+    instances.InstanceBackend.run_instances = run  # type: ignore[method-assign]
+
+
+def _is_spot(backend: Any, kwargs: dict[str, Any]) -> bool:
+    if kwargs.get("instance_market_options") == "spot":
+        return True
+    if kwargs.get("launch_template"):
+        data = backend._get_template_from_args(kwargs["launch_template"]).data
+        return (data.get("InstanceMarketOptions") or {}).get("MarketType") == "spot"
+    return False
+
+
+def _zone(backend: Any, kwargs: dict[str, Any]) -> str:
+    subnet = kwargs.get("subnet_id") or next(
+        (nic.get("SubnetId") for nic in kwargs.get("nics") or [] if nic.get("SubnetId")), None
+    )
+    if subnet:
+        return backend.get_subnet(subnet).availability_zone
+    return kwargs.get("placement") or ""
+
+
 if __name__ == "__main__":
     from moto.server import main
 
     _volumes_always_name_their_snapshot()
     _template_tags_stay_out_of_the_version_data()
+    _spot_capacity_can_run_out()
     main()

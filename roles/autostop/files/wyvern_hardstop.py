@@ -270,7 +270,9 @@ def resolve_action(policy: dict[str, Any], unfetched: list[str]) -> tuple[str, s
         )
         return "stop", f"power off; the instance stops{note}"
     if wanted == "stop":
-        why = "powering off this instance terminates it (launched with shutdown behaviour terminate)"
+        why = (
+            "powering off this instance terminates it (launched with shutdown behaviour terminate)"
+        )
     elif unfetched and not policy.get("terminate_unfetched"):
         why = f"terminating would delete {len(unfetched)} output(s) not fetched ({', '.join(unfetched[:5])})"
     else:
@@ -278,7 +280,10 @@ def resolve_action(policy: dict[str, Any], unfetched: list[str]) -> tuple[str, s
     if policy.get("stop_command"):
         return "stop-api", f"{why}: the instance stops instead (EC2's API) and keeps its volume"
     if wanted == "stop":
-        return "refuse", f"stop refused: {why}; stop it from the control node with playbooks/stop.yml"
+        return (
+            "refuse",
+            f"stop refused: {why}; stop it from the control node with playbooks/stop.yml",
+        )
     return "refuse", (
         f"terminate refused: {why}; fetch them (playbooks/run.yml or teardown.yml), "
         "or set autostop_terminate_unfetched"

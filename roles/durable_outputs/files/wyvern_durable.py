@@ -357,8 +357,14 @@ def stop_instance(config: dict[str, Any], imds: Imds, credentials: Any) -> dict[
         conn.close()
     if status != 200:
         raise Ec2Error(f"StopInstances {instance}: HTTP {status} {_aws_error(text)}")
-    current = next((el for el in ET.fromstring(text).iter() if el.tag.endswith("currentState")), None)
-    name = "" if current is None else next((c.text or "" for c in current if c.tag.endswith("name")), "")
+    current = next(
+        (el for el in ET.fromstring(text).iter() if el.tag.endswith("currentState")), None
+    )
+    name = (
+        ""
+        if current is None
+        else next((c.text or "" for c in current if c.tag.endswith("name")), "")
+    )
     return {"instance": instance, "state": name or "unknown"}
 
 

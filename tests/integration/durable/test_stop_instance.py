@@ -49,7 +49,9 @@ def test_the_stop_request_is_signed_as_botocore_signs_it() -> None:
     when = dt.datetime(2026, 11, 28, 2, 0, 0, tzinfo=dt.UTC)
     host = "ec2.eu-west-1.amazonaws.com"
     digest = agent.hashlib.sha256(body).hexdigest()
-    ours = agent.sign("POST", host, "/", {}, headers, digest, "eu-west-1", CREDS, when, service="ec2")
+    ours = agent.sign(
+        "POST", host, "/", {}, headers, digest, "eu-west-1", CREDS, when, service="ec2"
+    )
     request = AWSRequest(
         method="POST",
         url=f"https://{host}/",
@@ -175,6 +177,6 @@ def test_the_hard_limit_stops_instead_of_terminating_an_unfetched_run(
 
     # Where EC2 refuses, the instance keeps running and the log says why.
     imds.paths["/latest/meta-data/instance-id"] = "i-0000000000000dead"
-    with pytest.raises(OSError, match="InvalidInstanceID.NotFound.*keeps running"):
+    with pytest.raises(OSError, match=r"InvalidInstanceID\.NotFound.*keeps running"):
         hard.hard_tick(config)
     assert not powered_off.exists()

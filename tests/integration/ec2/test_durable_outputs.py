@@ -5,6 +5,7 @@ leaves no bucket, role or profile behind.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 from pathlib import Path
@@ -86,10 +87,20 @@ def test_the_instance_carries_a_profile_allowed_only_its_prefix(scenario: Scenar
     policy = document["PolicyDocument"]
     policy = json.loads(policy) if isinstance(policy, str) else policy
     arn = f"arn:aws:s3:::{scenario.bucket}"
-    assert [s["Resource"] for s in policy["Statement"]] == [f"{arn}/workbench/*", arn]
+    assert [s["Resource"] for s in policy["Statement"]] == [
+        f"{arn}/workbench/*",
+        arn,
+        "arn:aws:ec2:*:*:instance/*",
+    ]
     assert policy["Statement"][1]["Condition"] == {
         "StringLike": {"s3:prefix": ["workbench", "workbench/*"]}
     }
+    # On demand, the instance may stop instances carrying its own profile (the idle agent's
+    # stop instead of terminate), and do nothing else in EC2.
+    stop = policy["Statement"][2]
+    assert stop["Action"] == "ec2:StopInstances"
+    (pattern,) = stop["Condition"]["ArnLike"].values()
+    assert fnmatch.fnmatchcase(profile["Arn"], pattern), (profile["Arn"], pattern)
 
 
 def test_the_launch_says_where_outputs_go(scenario: Scenario) -> None:

@@ -143,3 +143,69 @@ def test_stopping_a_spot_workbench_says_what_to_do_and_stops_nothing(
         for i in r["Instances"]
     ]
     assert now["State"]["Name"] == "running"
+
+
+def _spot_instances(ec2, name: str) -> list[dict]:
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:workbench:name", "Values": [name]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
+    )["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def test_no_spot_in_the_first_zone_launches_in_the_next(moto_session, base_env, tmp_path) -> None:
+    """EC2 (the test server) cannot fill the spot request in us-east-1a (its spot price there
+    is above the maximum): the launch goes on in the next zone that offers the type, and a
+    rerun finds that instance, changing nothing. (InsufficientInstanceCapacity takes the
+    same path, after amazon.aws's own retries of that code, minutes per zone.)"""
+    moto_session.reset()
+    env = role_env(base_env, moto_session.env, tmp_path)
+    ec2 = moto_session.client("ec2")
+    variables = {**COMMON, "workbench_name": "zones", "workbench_outputs_dir": str(tmp_path / "o")}
+    moto_session.set_faults(spot_refused_zones={"us-east-1a": "SpotMaxPriceTooLow"})
+    try:
+        first = run_role(env, **variables)
+        assert first.rc == 0, first.describe()
+        (instance,) = _spot_instances(ec2, "zones")
+        assert instance["Placement"]["AvailabilityZone"] == "us-east-1b"
+        # From the spot template (moto marks only a direct spot request InstanceLifecycle=spot).
+        assert "aws:ec2launchtemplate:id" in {t["Key"] for t in instance["Tags"]}
+        again = run_role(env, **variables)
+        assert again.rc == 0, again.describe()
+        assert again.changed == 0, again.describe()
+        assert [i["InstanceId"] for i in _spot_instances(ec2, "zones")] == [instance["InstanceId"]]
+    finally:
+        moto_session.set_faults()
+        gone = run_role(env, **{**variables, "ec2_gpu_instance_state": "absent"})
+    assert gone.rc == 0, gone.describe()
+
+
+def test_no_spot_anywhere_fails_naming_the_zones_or_falls_back_on_demand(
+    moto_session, base_env, tmp_path
+) -> None:
+    moto_session.reset()
+    env = role_env(base_env, moto_session.env, tmp_path)
+    ec2 = moto_session.client("ec2")
+    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
+    variables = {**COMMON, "workbench_name": "full", "workbench_outputs_dir": str(tmp_path / "o")}
+    moto_session.set_faults(spot_refused_zones=dict.fromkeys(zones, "SpotMaxPriceTooLow"))
+    try:
+        refused = run_role(env, **variables)
+        assert refused.rc != 0
+        (message,) = [m for m in refused.failures() if "failed in every zone tried" in m]
+        assert "(us-east-1a, us-east-1b, " in message, message
+        assert "ec2_gpu_instance_spot_fallback=true" in message
+        assert _spot_instances(ec2, "full") == []
+
+        fallback = run_role(env, **variables, ec2_gpu_instance_spot_fallback=True)
+        assert fallback.rc == 0, fallback.describe()
+        (instance,) = _spot_instances(ec2, "full")
+        assert "InstanceLifecycle" not in instance  # on demand
+        (said,) = fallback.results("Say that the workbench launches on demand instead")
+        assert "launching on demand" in said["msg"]
+    finally:
+        moto_session.set_faults()
+        gone = run_role(env, **{**variables, "ec2_gpu_instance_state": "absent"})
+    assert gone.rc == 0, gone.describe()

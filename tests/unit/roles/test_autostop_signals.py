@@ -334,7 +334,10 @@ def test_tick_refuses_to_terminate_unfetched_outputs(aws_config, tmp_path, monke
     config = dict(aws_config, action="terminate", poweroff_behavior="terminate")
     status = agent.tick(config, now=NOW + 3600)
     assert status["verdict"] == "refused"
-    assert "terminate refused: 1 output(s) not fetched (r1)" in status["warning"]
+    assert (
+        "terminate refused: terminating would delete 1 output(s) not fetched (r1)"
+        in status["warning"]
+    )
     assert not (tmp_path / "powered-off").exists()
 
 

@@ -158,7 +158,12 @@ def test_the_instance_may_stop_only_instances_with_its_own_profile() -> None:
 
 @pytest.mark.parametrize(
     "action",
-    ["ec2:TerminateInstances", "ec2:StartInstances", "ec2:ModifyInstanceAttribute", "ec2:RunInstances"],
+    [
+        "ec2:TerminateInstances",
+        "ec2:StartInstances",
+        "ec2:ModifyInstanceAttribute",
+        "ec2:RunInstances",
+    ],
 )
 def test_the_instance_may_do_nothing_else_in_ec2(action: str) -> None:
     assert not allowed(STOPPER, action, INSTANCE, **{"ec2:InstanceProfile": OWN_PROFILE})

@@ -162,7 +162,13 @@ def test_the_recorded_poweroff_behaviour_survives_another_idle_action(tmp_path: 
 def test_the_recorded_stop_command_survives_a_later_install_without_one(tmp_path: Path) -> None:
     """site.yml (which knows the instance profile) records how the instance stops itself; a
     later autostop.yml, which does not, keeps it; a fresh install without one has none."""
-    command = ["/usr/bin/python3", "/lib/wyvern_durable.py", "--config", "/etc/d.json", "--stop-instance"]
+    command = [
+        "/usr/bin/python3",
+        "/lib/wyvern_durable.py",
+        "--config",
+        "/etc/d.json",
+        "--stop-instance",
+    ]
     config = {"name": "nb", "action": "terminate", "poweroff_behavior": "", "stop_command": command}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
