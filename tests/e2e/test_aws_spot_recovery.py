@@ -138,6 +138,16 @@ def test_a_reclaimed_spot_run_resumes_on_a_replacement(
             assert time.monotonic() < deadline, _s3_keys(s3, bucket)
             time.sleep(0.5)
         _reclaim(ec2, docker_client, imds, name, first)
+        # EC2 cannot fill a spot request in the first instance's zone any more: the
+        # replacement goes to the next zone that offers the type.
+        (lost,) = [
+            i
+            for r in ec2.describe_instances(InstanceIds=[first])["Reservations"]
+            for i in r["Instances"]
+        ]
+        first_zone = lost["Placement"]["AvailabilityZone"]
+        stack.callback(moto.set_faults)
+        moto.set_faults(spot_refused_zones={first_zone: "SpotMaxPriceTooLow"})
 
         resumed = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **RUN}, INVENTORY)
         assert stand_in.error is None, stand_in.error
@@ -145,12 +155,21 @@ def test_a_reclaimed_spot_run_resumes_on_a_replacement(
         text = _flat(resumed.output)
         assert f"S3 held the interrupted run(s) {run_id}" in text, resumed.tail(100)
         assert "launching a replacement instance" in text
+        # The replacement's own durable outputs agent restored the checkpoint from S3 (the
+        # control node sent nothing).
         assert (
             f"Run {run_id} was interrupted before its end: it continues from its checkpoint "
-            "(brought home from S3)" in text
+            "(restored from S3 on " in text
         ), resumed.tail(100)
+        assert "its outputs go from this machine instead" not in text
         (second,) = tagged_resources(ec2, name)["instances"]
         assert second != first
+        (replacement,) = [
+            i
+            for r in ec2.describe_instances(InstanceIds=[second])["Reservations"]
+            for i in r["Instances"]
+        ]
+        assert replacement["Placement"]["AvailabilityZone"] != first_zone
         assert len(stand_in.boots) == 2, stand_in.boots
         run_dir = run_outputs_dir(outputs, alias, name, run_id)
         assert json.loads((run_dir / "run.json").read_text())["parameters"]["resume"] is True
