@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[3]
 AGENT = ROOT / "roles/durable_outputs/files/wyvern_durable.py"
 
 
-def load_agent():
-    spec = importlib.util.spec_from_file_location("wyvern_durable", AGENT)
+def load_agent(path: Path = AGENT, name: str = "wyvern_durable"):
+    """A host script (standard library, no package) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

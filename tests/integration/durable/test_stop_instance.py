@@ -26,17 +26,7 @@ HARDSTOP = ROOT / "roles/autostop/files/wyvern_hardstop.py"
 CREDS = {"access_key": "AKIDEXAMPLE", "secret_key": "wJalrXUtnFEMI/K7MDENG", "token": "tok/en+="}
 
 
-def _load_hardstop():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("wyvern_hardstop_stop_test", HARDSTOP)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hard = _load_hardstop()
+hard = load_agent(HARDSTOP, "wyvern_hardstop_stop_test")
 
 
 def test_the_stop_request_is_signed_as_botocore_signs_it() -> None:
@@ -115,14 +105,14 @@ def _stop_command(config: Path) -> list[str]:
     return [sys.executable, str(AGENT), "--config", str(config), "--stop-instance"]
 
 
-def test_the_agent_stops_its_own_instance_through_ec2(tmp_path, moto_session, imds, instance):
-    done = subprocess.run(
-        _stop_command(_durable_config(tmp_path, moto_session, imds)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def _stop(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _stop_command(config), capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def test_the_agent_stops_its_own_instance_through_ec2(tmp_path, moto_session, imds, instance):
+    done = _stop(_durable_config(tmp_path, moto_session, imds))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["instance"] == instance
     assert _state(moto_session, instance) in ("stopping", "stopped")
@@ -131,13 +121,7 @@ def test_the_agent_stops_its_own_instance_through_ec2(tmp_path, moto_session, im
 
 def test_ec2_refusing_is_reported_with_its_reason(tmp_path, moto_session, imds) -> None:
     imds.paths["/latest/meta-data/instance-id"] = "i-0000000000000dead"
-    done = subprocess.run(
-        _stop_command(_durable_config(tmp_path, moto_session, imds)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _stop(_durable_config(tmp_path, moto_session, imds))
     assert done.returncode == 1
     assert "could not stop the instance" in done.stderr
     assert "InvalidInstanceID.NotFound" in done.stderr
