@@ -109,10 +109,101 @@ def _zone(backend: Any, kwargs: dict[str, Any]) -> str:
     return kwargs.get("placement") or ""
 
 
+def _placement_groups() -> None:
+    # moto has no placement groups (CreatePlacementGroup is "not implemented"). EC2's, as
+    # far as amazon.aws's ec2_placement_group(_info) and a launch use them: create (a name
+    # is unique: InvalidPlacementGroup.Duplicate), describe (all, by GroupNames or the
+    # group-name filter, with tags), delete (InvalidPlacementGroup.Unknown; InUse while an
+    # instance that is not terminated is in it), and RunInstances into a group (it must
+    # exist). Kept on the EC2 backend, so moto's reset clears them.
+    import uuid
+
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+    from moto.ec2.responses.instances import InstanceResponse
+
+    def groups(response: Any) -> dict[str, dict[str, Any]]:
+        backend = response.ec2_backend
+        if not hasattr(backend, "wyvern_placement_groups"):
+            backend.wyvern_placement_groups = {}
+        return backend.wyvern_placement_groups
+
+    def shown(group: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in group.items() if k != "Instances"}
+
+    def create_placement_group(self: Any) -> ActionResult:
+        name = self._get_param("GroupName")
+        if name in groups(self):
+            raise EC2ClientError(
+                "InvalidPlacementGroup.Duplicate", f"The Placement Group '{name}' already exists."
+            )
+        tags = self._parse_tag_specification().get("placement-group", {})
+        group = {
+            "GroupName": name,
+            "GroupId": f"pg-{uuid.uuid4().hex[:17]}",
+            "Strategy": self._get_param("Strategy") or "cluster",
+            "State": "available",
+            "GroupArn": f"arn:aws:ec2:{self.region}:123456789012:placement-group/{name}",
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+            "Instances": set(),
+        }
+        groups(self)[name] = group
+        return ActionResult({"PlacementGroup": shown(group)})
+
+    def describe_placement_groups(self: Any) -> ActionResult:
+        names = set(self._get_param("GroupNames", []) or [])
+        filters = self._filters_from_querystring() or {}
+        names |= set(filters.get("group-name", []))
+        found = [shown(g) for n, g in groups(self).items() if not names or n in names]
+        return ActionResult({"PlacementGroups": found})
+
+    def delete_placement_group(self: Any) -> ActionResult:
+        name = self._get_param("GroupName")
+        group = groups(self).get(name)
+        if group is None:
+            raise EC2ClientError(
+                "InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown."
+            )
+        live = [
+            i
+            for i in group["Instances"]
+            if self.ec2_backend.get_instance(i).state != "terminated"
+        ]
+        if live:
+            raise EC2ClientError(
+                "InvalidPlacementGroup.InUse",
+                f"The placement group '{name}' is in use and may not be deleted.",
+            )
+        del groups(self)[name]
+        return ActionResult({})
+
+    original_run = InstanceResponse.run_instances
+
+    def run_instances(self: Any) -> Any:
+        name = self._get_param("Placement.GroupName")
+        if name and name not in groups(self):
+            raise EC2ClientError(
+                "InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown."
+            )
+        before = {i.id for i in self.ec2_backend.all_instances()}
+        result = original_run(self)
+        if name:
+            made = {i.id for i in self.ec2_backend.all_instances()} - before
+            groups(self)[name]["Instances"] |= made
+        return result
+
+    EC2Response.create_placement_group = create_placement_group  # type: ignore[attr-defined]
+    EC2Response.describe_placement_groups = describe_placement_groups  # type: ignore[attr-defined]
+    EC2Response.delete_placement_group = delete_placement_group  # type: ignore[attr-defined]
+    InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     from moto.server import main
 
     _volumes_always_name_their_snapshot()
     _template_tags_stay_out_of_the_version_data()
     _spot_capacity_can_run_out()
+    _placement_groups()
     main()

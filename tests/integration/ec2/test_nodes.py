@@ -4,8 +4,10 @@ inventory -> absent.
 Three instances of one type in one availability zone, tagged with their rank, in one
 security group whose only rules are SSH from one address and all traffic between its
 members; the launch message shows three times the price; the dynamic inventory gives every
-node its rank; teardown leaves nothing. (moto has no placement groups: create_placement_group
-is "not implemented" there, so ec2_gpu_instance_placement_group is not exercised here.)
+node its rank; teardown leaves nothing. The nodes go into a cluster placement group
+(ec2_gpu_instance_placement_group): moto has none, so the test server adds EC2's
+(tests/support/moto_server.py; a launch into a group that does not exist fails, and a group
+with a live instance cannot be deleted, as on EC2).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def test_three_nodes_in_one_zone_reach_each_other_and_go_together(
         "ec2_gpu_instance_ssh_cidr_url": my_address_url,
         "ec2_gpu_instance_wait_for_ssh": False,
         "workbench_nodes": NODES,
+        "ec2_gpu_instance_placement_group": True,
     }
     first = run_role(env, **settings)
     assert first.rc == 0, (_failed_tasks(first), first.describe())
@@ -81,10 +84,16 @@ def test_three_nodes_in_one_zone_reach_each_other_and_go_together(
     assert [p["GroupId"] for p in members["UserIdGroupPairs"]] == [sg["GroupId"]]
     assert not members.get("IpRanges") and not members.get("Ipv6Ranges")
 
+    # -- one cluster placement group, the workbench's (found again by its tags at teardown).
+    (group,) = ec2.describe_placement_groups()["PlacementGroups"]
+    assert (group["GroupName"], group["Strategy"]) == (name, "cluster")
+    assert {t["Key"]: t["Value"] for t in group["Tags"]}["workbench:owner"] == OWNER
+
     # -- the launch message is N times the price.
     (shown,) = first.results("Show what the nodes cost together")
     price = 0.526  # the role's table for g4dn.xlarge
     assert f"about {NODES * price:.3f} USD/hour on demand ({NODES} x {price})" in shown["msg"]
+    assert f"in the cluster placement group {name}" in shown["msg"]
 
     # -- a second run changes nothing.
     second = run_role(env, **settings)
@@ -130,3 +139,5 @@ def test_three_nodes_in_one_zone_reach_each_other_and_go_together(
     gone = run_role(env, ec2_gpu_instance_state="absent")
     assert gone.rc == 0, (_failed_tasks(gone), gone.describe())
     assert not any(tagged_resources(ec2, "workbench").values())
+    # The group goes after its instances (EC2 refuses to delete one in use).
+    assert ec2.describe_placement_groups()["PlacementGroups"] == []
