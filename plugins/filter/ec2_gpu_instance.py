@@ -457,7 +457,8 @@ def ec2_outputs_policy(
     With `stop_profile` (the workbench's own instance profile name): ec2:StopInstances on
     instances that carry that profile, i.e. the workbench's own instance, so that the idle
     agent can stop it where powering off would terminate outputs that are not safe yet.
-    No start, no terminate, no other instance.
+    No start, no terminate, no other instance. (EC2 refuses to stop a one-time spot
+    instance whatever the policy says.)
     """
     bucket, prefix, stop_profile = str(bucket), str(prefix), str(stop_profile or "")
     if not _BUCKET.match(bucket):

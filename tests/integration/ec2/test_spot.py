@@ -205,6 +205,9 @@ def test_no_spot_anywhere_fails_naming_the_zones_or_falls_back_on_demand(
         assert "InstanceLifecycle" not in instance  # on demand
         (said,) = fallback.results("Say that the workbench launches on demand instead")
         assert "launching on demand" in said["msg"]
+        # An on-demand instance may stop itself instead of terminating unfetched outputs.
+        (noted,) = fallback.results("Note that the instance can be stopped")
+        assert noted["ansible_facts"]["ec2_gpu_instance_outputs"]["can_stop"] is True
     finally:
         moto_session.set_faults()
         gone = run_role(env, **{**variables, "ec2_gpu_instance_state": "absent"})
