@@ -107,10 +107,15 @@ CONTROLLER_ONLY = {
 
 
 def _modules(path: Path) -> list[str]:
-    """The action of each task in a task file, following import_tasks."""
+    """The action of each task in a task file, following import_tasks, and a role's
+    tasks_from (the include itself runs nothing on the host; what it includes may)."""
     found = []
     for task in yaml.safe_load(path.read_text()):
         (action,) = [key for key in task if "." in key]
+        if action == "ansible.builtin.include_role":
+            role = task[action]["name"].split(".")[-1]
+            found += _modules(ROLE.parent / role / "tasks" / task[action]["tasks_from"])
+            continue
         found.append(action)
         if action == "ansible.builtin.import_tasks":
             found += _modules(path.parent / task[action])
