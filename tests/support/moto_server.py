@@ -166,9 +166,7 @@ def _placement_groups() -> None:
                 "InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown."
             )
         live = [
-            i
-            for i in group["Instances"]
-            if self.ec2_backend.get_instance(i).state != "terminated"
+            i for i in group["Instances"] if self.ec2_backend.get_instance(i).state != "terminated"
         ]
         if live:
             raise EC2ClientError(
