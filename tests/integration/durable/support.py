@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[3]
 AGENT = ROOT / "roles/durable_outputs/files/wyvern_durable.py"
@@ -22,6 +23,29 @@ def load_agent(path: Path = AGENT, name: str = "wyvern_durable"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# Static keys for signing tests (never a real account).
+CREDS = {"access_key": "AKIDEXAMPLE", "secret_key": "wJalrXUtnFEMI/K7MDENG", "token": "tok/en+="}
+
+
+def botocore_authorization(
+    method: str, url: str, body: bytes, headers: dict[str, str], service: str, region: str, when
+) -> str:
+    """The Authorization header botocore's SigV4 signer (S3's for s3) gives this request."""
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    request.context["payload_signing_enabled"] = True
+    signer_class = botocore.auth.S3SigV4Auth if service == "s3" else botocore.auth.SigV4Auth
+    signer = signer_class(
+        Credentials(CREDS["access_key"], CREDS["secret_key"], CREDS["token"]), service, region
+    )
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=when):
+        signer.add_auth(request)
+    return request.headers["Authorization"]
 
 
 class FakeImds:

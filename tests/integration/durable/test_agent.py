@@ -22,10 +22,9 @@ from unittest import mock
 
 import pytest
 
-from .support import FakeImds, load_agent
+from .support import CREDS, FakeImds, botocore_authorization, load_agent
 
 agent = load_agent()
-CREDS = {"access_key": "AKIDEXAMPLE", "secret_key": "wJalrXUtnFEMI/K7MDENG", "token": "tok/en+="}
 
 
 @pytest.mark.parametrize(
@@ -37,10 +36,6 @@ CREDS = {"access_key": "AKIDEXAMPLE", "secret_key": "wJalrXUtnFEMI/K7MDENG", "to
     ],
 )
 def test_sigv4_matches_botocore(method: str, key: str | None, query: dict[str, str]) -> None:
-    import botocore.auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
     s3 = agent.S3("my-bucket", "eu-west-1", None)
     path = s3._path(key) if key is not None else "/"
     body = b"payload" if method == "PUT" else b""
@@ -52,14 +47,8 @@ def test_sigv4_matches_botocore(method: str, key: str | None, query: dict[str, s
     url = f"https://{s3.host}{path}"
     if query:
         url += "?" + agent.urllib.parse.urlencode(sorted(query.items()))
-    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
-    request.context["payload_signing_enabled"] = True
-    signer = botocore.auth.S3SigV4Auth(
-        Credentials(CREDS["access_key"], CREDS["secret_key"], CREDS["token"]), "s3", "eu-west-1"
-    )
-    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=when):
-        signer.add_auth(request)
-    assert ours["Authorization"] == request.headers["Authorization"]
+    theirs = botocore_authorization(method, url, body, headers, "s3", "eu-west-1", when)
+    assert ours["Authorization"] == theirs
 
 
 @pytest.fixture

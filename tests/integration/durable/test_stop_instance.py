@@ -15,25 +15,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
-from .support import AGENT, ROOT, FakeImds, load_agent
+from .support import AGENT, CREDS, ROOT, FakeImds, botocore_authorization, load_agent
 
 agent = load_agent()
 HARDSTOP = ROOT / "roles/autostop/files/wyvern_hardstop.py"
-CREDS = {"access_key": "AKIDEXAMPLE", "secret_key": "wJalrXUtnFEMI/K7MDENG", "token": "tok/en+="}
 
 
 hard = load_agent(HARDSTOP, "wyvern_hardstop_stop_test")
 
 
 def test_the_stop_request_is_signed_as_botocore_signs_it() -> None:
-    import botocore.auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
     body = b"Action=StopInstances&InstanceId.1=i-0123456789abcdef0&Version=2016-11-15"
     headers = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
     when = dt.datetime(2026, 11, 28, 2, 0, 0, tzinfo=dt.UTC)
@@ -42,18 +36,16 @@ def test_the_stop_request_is_signed_as_botocore_signs_it() -> None:
     ours = agent.sign(
         "POST", host, "/", {}, headers, digest, "eu-west-1", CREDS, when, service="ec2"
     )
-    request = AWSRequest(
-        method="POST",
-        url=f"https://{host}/",
-        data=body,
-        headers={**headers, "x-amz-content-sha256": digest},
+    theirs = botocore_authorization(
+        "POST",
+        f"https://{host}/",
+        body,
+        {**headers, "x-amz-content-sha256": digest},
+        "ec2",
+        "eu-west-1",
+        when,
     )
-    signer = botocore.auth.SigV4Auth(
-        Credentials(CREDS["access_key"], CREDS["secret_key"], CREDS["token"]), "ec2", "eu-west-1"
-    )
-    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=when):
-        signer.add_auth(request)
-    assert ours["Authorization"] == request.headers["Authorization"]
+    assert ours["Authorization"] == theirs
 
 
 @pytest.fixture
