@@ -59,8 +59,11 @@ echo "setup: control node ready (python $(python3 -c 'import platform; print(pla
 
 # 2. The local target (workbench_target=local, `make demo`): a Debian host whose Docker
 #    answers; the notebook role builds its debootstrap base where no registry answers.
+docker_answers() { docker info >/dev/null 2>&1; }
+
 local_pkgs=()
-have dockerd || have docker || local_pkgs+=(docker.io)
+# A Docker client alone (no daemon here, none answering elsewhere) is not enough.
+docker_answers || have dockerd || local_pkgs+=(docker.io)
 have debootstrap || local_pkgs+=(debootstrap)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || local_pkgs+=(ca-certificates)
 if [ "$mode" = --tests ]; then
@@ -86,8 +89,6 @@ if [ "${#local_pkgs[@]}" -gt 0 ]; then
   can_apt || not_ready "${local_pkgs[*]} ($(why_not_apt "${local_pkgs[@]}"))"
   apt_install "${local_pkgs[@]}"
 fi
-
-docker_answers() { docker info >/dev/null 2>&1; }
 
 if ! docker_answers; then
   is_root || not_ready "a Docker daemon that answers you; start it (sudo systemctl start docker) or add yourself to the docker group"

@@ -200,11 +200,14 @@ def summarise(
     if failed and state == "stopped":
         # The workload's own stop: a signal (a spot notice, an idle stop, a person) made it
         # save a checkpoint and end; the run role continues it on the next run.yml.
-        where = (
-            f"in epoch {record.get('epoch')} at step {record.get('step')}"
-            if record and record.get("epoch")
-            else "before training started"
-        )
+        record = record or {}
+        epoch, step = record.get("epoch"), record.get("step")
+        if not epoch:
+            where = "before training started"
+        elif step and step == record.get("steps_per_epoch"):  # a signal while evaluating
+            where = f"after epoch {epoch}"
+        else:
+            where = f"in epoch {epoch} at step {step}"
         result.update(
             failed=True,
             interrupted=True,

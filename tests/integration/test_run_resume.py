@@ -10,6 +10,7 @@ interrupted (-e run_force=true, same run id, from the beginning).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -78,7 +79,11 @@ def test_an_interrupted_run_continues_from_its_checkpoint(
     stopped, host_dir = _interrupted_run(repo_root, ansible_env, settings, tmp_path / "run.log")
     assert stopped.rc != 0, stopped.tail(60)
     text = _flat(stopped.output)
-    assert "The training was stopped in epoch" in text, stopped.tail(60)
+    # Mid-epoch, or after the epoch's last step while it is evaluated (progress.json is
+    # written every few seconds, the epochs are short): both keep what was trained.
+    assert re.search(
+        r"The training was stopped (in epoch [23] at step \d+|after epoch 2) \(by a signal", text
+    ), stopped.tail(60)
     assert "run playbooks/run.yml again with the same settings to continue it" in text
     assert (host_dir / "checkpoint.pt").is_file() and not (host_dir / "run.json").exists()
     run_id = host_dir.name

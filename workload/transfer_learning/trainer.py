@@ -481,10 +481,18 @@ class Trainer:
         }
 
     def _on_signal(
-        self, epoch: int, step: int, steps: int, generator: torch.Generator, sums: torch.Tensor
+        self,
+        epoch: int,
+        step: int = 0,
+        steps: int = 0,
+        generator: torch.Generator | None = None,
+        sums: torch.Tensor | None = None,
     ) -> None:
         """Act on SIGUSR1 (checkpoint) or SIGTERM/SIGINT (checkpoint, then stop), all ranks
-        together: under torchrun the signal reaches the ranks at different steps."""
+        together: under torchrun the signal reaches the ranks at different steps.
+
+        Mid-epoch (`generator` and `sums` given) the step is saved; at the end of an epoch
+        (a signal during evaluation) the epoch's checkpoint was just written."""
         stop, save = self.signals.stop, self.signals.save
         if self.d.world > 1:
             flags = torch.tensor([stop, int(save)], dtype=torch.int64, device=self.device)
@@ -493,18 +501,19 @@ class Trainer:
         if not (stop or save):
             return
         self.signals.save = False
-        partial = self.d.all_sum(sums.tolist(), self.device)
-        extra = {"step": step, "generator": generator.get_state(), "partial": partial}
-        self.save_checkpoint(epoch, extra)
-        where = (
-            f"epoch {epoch + 1} after step {step} of {steps}" if steps else f"after epoch {epoch}"
-        )
+        if generator is not None and sums is not None:
+            partial = self.d.all_sum(sums.tolist(), self.device)
+            extra = {"step": step, "generator": generator.get_state(), "partial": partial}
+            self.save_checkpoint(epoch, extra)
+            where = f"in epoch {epoch + 1} after step {step} of {steps}"
+        else:
+            where = f"after epoch {epoch}"
         if not stop:
-            self.log(f"checkpoint saved in {where} (SIGUSR1): {self.ckpt_path}")
+            self.log(f"checkpoint saved {where} (SIGUSR1): {self.ckpt_path}")
             return
         name = signal.Signals(stop).name
         raise Interrupted(
-            f"stopped by {name} in {where}: checkpoint saved to {self.ckpt_path}; continue "
+            f"stopped by {name} {where}: checkpoint saved to {self.ckpt_path}; continue "
             f"with --resume --run-id {self.run_id} (and the same options)",
             stop,
         )
@@ -617,7 +626,7 @@ class Trainer:
             )
             self.save_checkpoint(epoch + 1)
             if epoch + 1 < cfg.epochs:  # a signal during evaluation: the epoch is saved
-                self._on_signal(epoch + 1, 0, 0, torch.Generator(), [0.0, 0.0, 0.0])
+                self._on_signal(epoch + 1)
 
     def metrics(self) -> dict[str, Any]:
         """The run's record; the model is left with the best epoch's weights."""

@@ -105,3 +105,53 @@ def test_sigusr1_checkpoints_and_goes_on(
 
     _resume(run_cli, digits_dir, tmp_path, "spot", step)
     assert learning_curve(tmp_path / "spot") == learning_curve(reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_during_evaluation_keeps_the_epoch_and_resume_is_exact(
+    sig: int,
+    reference: Path,
+    tmp_path: Path,
+    digits_dir: Path,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The signal lands while epoch 1 is evaluated, after its last step: the run saves (or
+    has just saved) the finished epoch, and stops or goes on from there, exactly."""
+    import os
+
+    from transfer_learning import cli
+    from transfer_learning.trainer import Trainer
+
+    evaluate = Trainer.evaluate
+    calls = []
+
+    def evaluate_then_signal(self: Trainer) -> tuple[float, float, list[int], list[int]]:
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), sig)  # the handler only sets a flag; evaluation finishes
+        return evaluate(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate_then_signal)
+    command = ["train", "--data", str(digits_dir), "--output-dir", str(tmp_path)]
+    rc = cli.main([*command, "--run-id", "evaluated", *ARGS])
+    out, err = capsys.readouterr()
+    run_dir = tmp_path / "evaluated"
+    if sig == signal.SIGUSR1:
+        assert rc == 0, err[-2000:]
+        assert f"checkpoint saved after epoch 1 (SIGUSR1): {run_dir}/checkpoint.pt" in out
+        assert learning_curve(run_dir) == learning_curve(reference)
+        return
+    assert rc == 128 + sig, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"stopped by SIGTERM after epoch 1: checkpoint saved to {run_dir}/")
+    assert not (run_dir / "metrics.json").exists()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["state"] == "stopped"
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    assert cli.main([*command, *ARGS, "--resume"]) == 0
+    out, _ = capsys.readouterr()
+    assert "run evaluated" in out and "resuming after epoch 1" in out
+    assert learning_curve(run_dir) == learning_curve(reference)

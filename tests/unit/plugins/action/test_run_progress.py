@@ -169,6 +169,9 @@ def test_a_training_stopped_by_a_signal_says_how_to_continue_it() -> None:
     assert result["failed"] is True and result["interrupted"] is True
     assert result["msg"].startswith("The training was stopped in epoch 2 at step 7")
     assert "run playbooks/run.yml again with the same settings to continue it" in result["msg"]
+    evaluating = _record(state="stopped", epoch=2, step=20, steps_per_epoch=20)
+    after = action.summarise(job, evaluating, [], tail_lines=5)
+    assert after["msg"].startswith("The training was stopped after epoch 2 (by a signal")
     early = action.summarise(job, _record(state="stopped"), [], tail_lines=5)
     assert "stopped before training started" in early["msg"]
 
