@@ -35,7 +35,7 @@ from transfer_learning.data import (
 from transfer_learning.distributed import select_device
 from transfer_learning.errors import WorkloadError
 from transfer_learning.model import build_model
-from transfer_learning.trainer import train
+from transfer_learning.trainer import mixed_precision, train
 
 STAND_IN = "self-pretrained stand-in for ImageNet"
 
@@ -277,6 +277,8 @@ def bench(
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            # Ours autocasts where the device computes it natively; the tutorial is float32.
+            "precision": str(mixed_precision(device) or torch.float32).removeprefix("torch."),
             "data": str(data) if data else "digits (make-dataset)",
             "image_size": image_size,
             "limit": limit,
@@ -353,7 +355,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"device {report['device']}, torch {report['torch']}, {report['threads']} threads, "
         f"{report['image_size']}px, limit {report['limit']}, weights {report['weights']}: "
-        f"{report['weights_used']}; median [min-max] of {report['repeats']} runs",
+        f"{report['weights_used']}; ours in {report['precision']}, the tutorial in float32; "
+        f"median [min-max] of {report['repeats']} runs",
     ]
     if "stand_in" in report:
         s = report["stand_in"]

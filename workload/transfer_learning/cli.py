@@ -89,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: on for finetune, off for feature-extract (features cached)",
     )
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="CUDA: no mixed precision")
+    p.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        help="float32 throughout (default: bf16/fp16 autocast on CUDA and on CPUs with "
+        "AVX512-BF16 or AMX)",
+    )
     p.add_argument(
         "--data-store",
         choices=["auto", "memory", "disk"],

@@ -103,11 +103,34 @@ def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    if device.type != "cuda" or not enabled:
+def _cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic of its own (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def mixed_precision(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype where the device computes it natively; None: float32 throughout.
+
+    From measurement (BENCHMARKS.md): CUDA's bf16 (fp16 before Ampere) tensor cores, and on a
+    CPU with AVX512-BF16 or AMX, bf16 makes resnet18's training steps at 224 px 2.2x faster
+    (oneDNN). A CPU without them would emulate bf16, slower than float32: not used there.
+    """
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and _cpu_computes_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _chunks(indices: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -156,7 +179,11 @@ def _mean(values: list[float]) -> float:
 
 @torch.inference_mode()
 def extract_features(
-    model: nn.Module, images: Images, batcher: Batcher, batch_size: int, amp: bool
+    model: nn.Module,
+    images: Images,
+    batcher: Batcher,
+    batch_size: int,
+    amp: torch.dtype | None,
 ) -> torch.Tensor:
     """Frozen-backbone features of centre-cropped images, computed once."""
     model.eval()
@@ -310,7 +337,7 @@ class Trainer:
         model = build_model("none" if ckpt else cfg.weights, len(data.classes), cfg.mode)
         self.batcher = Batcher(cfg.image_size, device, cfg.channels_last)
         self.model = model.to(device, memory_format=self.batcher.memory_format)
-        self.amp = cfg.amp and device.type == "cuda"
+        self.amp = mixed_precision(device, cfg.amp)
         self.train_x, self.val_x = _pin(data.train_x, device), _pin(data.val_x, device)
         self.cached_features = cfg.mode == "feature-extract" and not cfg.augment
         self.trainable: nn.Module = self.model
@@ -335,8 +362,8 @@ class Trainer:
         self.lr = float(cfg.lr or 0) * d.world
         self.optimizer = torch.optim.SGD(params, lr=self.lr, momentum=cfg.momentum)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.step_size, cfg.gamma)
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not bf16)
+        # Loss scaling for float16 only: bf16 has float32's range.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.loss_fn = nn.CrossEntropyLoss()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {
@@ -640,6 +667,8 @@ class Trainer:
             "device": str(self.device),
             "world_size": d.world,
             "dist_backend": d.backend,
+            # The autocast dtype (mixed_precision: per device, --no-amp turns it off).
+            "precision": str(self.amp or torch.float32).removeprefix("torch."),
             "image_size": cfg.image_size,
             "batch_size": cfg.batch_size,
             "lr": self.lr,
@@ -790,7 +819,7 @@ def evaluate(
     x, y = (data.val_x, data.val_y) if split == "val" else (data.train_x, data.train_y)
     batcher = Batcher(image_size, device)
     model = model.to(device, memory_format=batcher.memory_format).eval()
-    amp = device.type == "cuda"
+    amp = mixed_precision(device)
 
     def forward(idx: torch.Tensor) -> torch.Tensor:
         with _autocast(device, amp):

@@ -53,10 +53,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path, run_cl
     return run_dir
 
 
-def _resume(run_cli: RunCli, data: Path, out: Path, run_id: str, step: int) -> None:
+def _resume(run_cli: RunCli, data: Path, out: Path, run_id: str, step: int, epoch: int = 2) -> None:
+    """--resume from a checkpoint saved in epoch 2 after `step`, or (`epoch` 1) after epoch 1,
+    as progress.json says the run stopped."""
     result = run_cli("train", "--data", str(data), "--output-dir", str(out), *ARGS, "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"resuming in epoch 2 after step {step}" in result.stdout
+    where = "after epoch 1" if epoch == 1 else f"in epoch 2 after step {step}"
+    assert f"resuming {where}" in result.stdout
     assert f"run {run_id}" in result.stdout  # no --run-id: the newest checkpoint
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 from transfer_learning.trainer import _latest_resumable, train_batches
 
@@ -23,3 +24,19 @@ def test_resume_picks_the_newest_checkpoint_not_the_last_name(tmp_path: Path) ->
         (tmp_path / name / "checkpoint.pt").write_bytes(b"")
         os.utime(tmp_path / name / "checkpoint.pt", (mtime, mtime))
     assert _latest_resumable(tmp_path) == "aa-new"
+
+
+def test_mixed_precision_only_where_the_device_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transfer_learning import trainer
+
+    cpu = torch.device("cpu")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert trainer.mixed_precision(cpu) is None  # emulated bf16 would be slower: float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert trainer.mixed_precision(cpu) is torch.bfloat16
+    assert trainer.mixed_precision(cpu, enabled=False) is None  # --no-amp
+    # A torch without these probes: float32, not an AttributeError.
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert trainer.mixed_precision(cpu) is None
