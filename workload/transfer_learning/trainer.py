@@ -114,7 +114,7 @@ def mixed_precision(device: torch.device, enabled: bool = True) -> torch.dtype |
 
     From measurement (BENCHMARKS.md): CUDA's bf16 (fp16 before Ampere) tensor cores, and on a
     CPU with AVX512-BF16 or AMX, bf16 makes resnet18's training steps at 224 px 2.2x faster
-    (oneDNN). A CPU without them would emulate bf16, slower than float32: not used there.
+    (oneDNN). A CPU without them would emulate bf16 (not measured): float32 there.
     """
     if not enabled:
         return None
