@@ -17,6 +17,7 @@ import time
 
 import torch
 import torchvision
+from transfer_learning.precision import cpu_computes_bf16
 
 
 def main() -> None:
@@ -50,10 +51,7 @@ def main() -> None:
             for _ in range(args.steps):
                 step(bf16)
             rates[bf16].append(args.steps * args.batch_size / (time.perf_counter() - start))
-    native = any(
-        getattr(torch.cpu, name, lambda: False)()
-        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
+    native = cpu_computes_bf16()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {native}, "
         f"{args.image_size} px, batch {args.batch_size}, median [min-max] of {args.repeats}"

@@ -35,7 +35,8 @@ from transfer_learning.data import (
 from transfer_learning.distributed import select_device
 from transfer_learning.errors import WorkloadError
 from transfer_learning.model import build_model
-from transfer_learning.trainer import mixed_precision, train
+from transfer_learning.precision import mixed_precision
+from transfer_learning.trainer import train
 
 STAND_IN = "self-pretrained stand-in for ImageNet"
 

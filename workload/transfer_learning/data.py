@@ -20,6 +20,7 @@ from PIL import Image
 
 from transfer_learning import memory
 from transfer_learning.errors import WorkloadError
+from transfer_learning.precision import mixed_precision
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -498,14 +499,20 @@ class Batcher:
     """Turns cached uint8 images into normalised float batches on the device."""
 
     def __init__(
-        self, image_size: int, device: torch.device, channels_last: bool | None = None
+        self,
+        image_size: int,
+        device: torch.device,
+        channels_last: bool | None = None,
+        amp: bool = True,
     ) -> None:
         self.size = image_size
         self.device = device
-        # Per device, from measurement: channels_last did not pay on CPU (0.87x to 1.01x for
-        # resnet18 here), so contiguous there; channels_last on CUDA (tensor-core kernels).
+        # Per device, from measurement: channels_last on CUDA (tensor-core kernels) and with
+        # a CPU's bf16 autocast (its oneDNN kernels: 1.2x a training step, 5x the stem's max
+        # pooling at 224 px, BENCHMARKS.md); in float32 on a CPU it did not pay (0.87x to
+        # 1.01x for resnet18), so contiguous there.
         if channels_last is None:
-            channels_last = device.type == "cuda"
+            channels_last = device.type == "cuda" or mixed_precision(device, amp) is not None
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255

@@ -37,6 +37,7 @@ from transfer_learning.data import (
 from transfer_learning.distributed import Dist, process_group, select_device
 from transfer_learning.errors import Interrupted, WorkloadError
 from transfer_learning.model import backbone_features, build_model, load_model_file
+from transfer_learning.precision import mixed_precision
 from transfer_learning.progress import Progress, final_state
 from transfer_learning.report import write_outputs
 
@@ -101,28 +102,6 @@ def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:
         # batch shape (full, last partial, validation), seconds in the first epoch of the
         # short runs this workload makes (BENCHMARKS.md, CUDA).
         torch.backends.cudnn.benchmark = False
-
-
-def _cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 arithmetic of its own (AVX512-BF16 or AMX)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def mixed_precision(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """The autocast dtype where the device computes it natively; None: float32 throughout.
-
-    From measurement (BENCHMARKS.md): CUDA's bf16 (fp16 before Ampere) tensor cores, and on a
-    CPU with AVX512-BF16 or AMX, bf16 makes resnet18's training steps at 224 px 2.2x faster
-    (oneDNN). A CPU without them would emulate bf16 (not measured): float32 there.
-    """
-    if not enabled:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_computes_bf16():
-        return torch.bfloat16
-    return None
 
 
 def _autocast(
@@ -335,7 +314,7 @@ class Trainer:
         self.ckpt_path = self.run_dir / CHECKPOINT
         # The checkpoint overwrites every weight, so resuming never needs the network.
         model = build_model("none" if ckpt else cfg.weights, len(data.classes), cfg.mode)
-        self.batcher = Batcher(cfg.image_size, device, cfg.channels_last)
+        self.batcher = Batcher(cfg.image_size, device, cfg.channels_last, cfg.amp)
         self.model = model.to(device, memory_format=self.batcher.memory_format)
         self.amp = mixed_precision(device, cfg.amp)
         self.train_x, self.val_x = _pin(data.train_x, device), _pin(data.val_x, device)

@@ -140,11 +140,11 @@ def test_make_digits_writes_a_seeded_imagefolder(tmp_path: Path) -> None:
 
 
 def test_batcher_crops_normalises_and_replays() -> None:
-    batcher = Batcher(8, torch.device("cpu"))
+    batcher = Batcher(8, torch.device("cpu"), amp=False)
     images = torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8)
     val = batcher(images, augment=False)
     assert val.shape == (5, 3, 8, 8)
-    assert val.is_contiguous()  # CPU: contiguous, which measured faster than channels_last
+    assert val.is_contiguous()  # float32 on CPU: contiguous, measured faster there
     assert batcher(images, augment=False).equal(
         Batcher(8, torch.device("cpu"), True)(images, False)
     )
