@@ -124,7 +124,9 @@ def test_a_signal_during_evaluation_keeps_the_epoch_and_resume_is_exact(
     has just saved) the finished epoch, and stops or goes on from there, exactly."""
     import os
 
+    import torch
     from transfer_learning import cli
+    from transfer_learning.precision import mixed_precision
     from transfer_learning.trainer import Trainer
 
     evaluate = Trainer.evaluate
@@ -145,6 +147,9 @@ def test_a_signal_during_evaluation_keeps_the_epoch_and_resume_is_exact(
         assert rc == 0, err[-2000:]
         assert f"checkpoint saved after epoch 1 (SIGUSR1): {run_dir}/checkpoint.pt" in out
         assert learning_curve(run_dir) == learning_curve(reference)
+        # The record says which arithmetic the run used: this CPU's choice.
+        chosen = mixed_precision(torch.device("cpu")) or torch.float32
+        assert metrics(run_dir)["precision"] == str(chosen).removeprefix("torch.")
         return
     assert rc == 128 + sig, err[-2000:]
     last = err.strip().splitlines()[-1]
