@@ -32,6 +32,10 @@ DEFAULT_JOIN_TIMEOUT = 120
 # Rank 0 may be alone on a big host: 999 nodes is far beyond any workbench.
 MAX_NODES = 999
 ALIAS_PREFIX = "node-"
+# Left in each line of `torchrun_templates` for the workload's `transfer_learning.nodes`
+# (a run started from node 0's notebook) to fill in: the run id and the workers' command.
+RUN_ID_FIELD = "{run_id}"
+COMMAND_FIELD = "{command}"
 
 
 def _int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
@@ -195,6 +199,25 @@ def torchrun_command(
     ]
 
 
+def torchrun_templates(
+    nodes: Any,
+    nproc_per_node: Any = 1,
+    port: Any = DEFAULT_PORT,
+    join_timeout: Any = DEFAULT_JOIN_TIMEOUT,
+) -> list[list[str]]:
+    """Every node's `torchrun_command` line, in node order, with the run id and the workers'
+    command left as `{run_id}` and `{command}` (the last item): node 0's container holds
+    them (WYVERN_TORCHRUN) so that its notebook starts a run across the nodes with the
+    same lines as playbooks/run.yml."""
+    count = node_count(nodes, "workbench_nodes")
+    return [
+        torchrun_command(
+            [COMMAND_FIELD], count, index, RUN_ID_FIELD, nproc_per_node, port, join_timeout
+        )
+        for index in range(count)
+    ]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -206,4 +229,5 @@ class FilterModule:
             "node_homes": node_homes,
             "node_jobs": node_jobs,
             "torchrun_command": torchrun_command,
+            "torchrun_templates": torchrun_templates,
         }

@@ -163,6 +163,25 @@ def test_two_nodes_train_one_run_and_a_lost_node_fails_it(
     assert abs(first_one["train_loss"] - first_two["train_loss"]) <= LOSS_TOLERANCE, (one, metrics)
     assert abs(first_one["val_acc"] - first_two["val_acc"]) <= ACC_TOLERANCE, (one, metrics)
 
+    # -- the same run started from node 0's notebook (a real kernel, papermill): the lines
+    # the collection gave node 0, node 1 started through its own Jupyter.
+    started = _notebook_run(node0, two_nodes["home"], "from-notebook")
+    assert started.exit_code == 0, started.output[-3000:]
+    shown = started.output.decode()
+    assert "torchrun on 2 node(s)" in shown and "epoch 1/1" in shown, shown[-3000:]
+    nb_run = two_nodes["home"] / "outputs" / "from-notebook"
+    from_notebook = json.loads((nb_run / "metrics.json").read_text())
+    assert from_notebook["world_size"] == 2
+    nb_placement = json.loads((nb_run / "environment.json").read_text())["distributed"]
+    assert [r["hostname"] for r in nb_placement["ranks"]] == [node0.id[:12], node1.id[:12]]
+    assert nb_placement["first_epoch"] == {"images": 96, "overlap": 0}
+    # Node 1 holds its log and exit status only; the result is the playbook's run's own.
+    node1_nb = two_nodes["home"] / "nodes" / "1" / "outputs" / "from-notebook"
+    assert sorted(p.name for p in node1_nb.iterdir()) == ["node-1.log", "node-1.rc"]
+    assert from_notebook["epochs"][0]["train_loss"] == pytest.approx(
+        metrics["epochs"][0]["train_loss"], abs=1e-4
+    ), (from_notebook, metrics)
+
     # -- a node lost mid-run fails the run promptly, with that node's log.
     longer = {**settings, **RUN, "run_nodes": 2, "run_epochs": 30, "run_force": True}
     command = ["ansible-playbook", "playbooks/run.yml", "-e", json.dumps(longer)]
@@ -189,6 +208,65 @@ def test_two_nodes_train_one_run_and_a_lost_node_fails_it(
     time.sleep(2)
     ps = node0.exec_run(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
     assert b"--rdzv-id" not in ps.output, ps.output[-2000:]
+
+
+NOTEBOOK_CELL = """
+from transfer_learning.nodes import run_on_nodes
+
+metrics = run_on_nodes(
+    ["--data", "/workspace/data/digits", "--epochs", "1", "--limit", "96", "--image-size", "32",
+     "--batch-size", "8", "--weights", "none", "--seed", "0"],
+    run_id,
+    prepare=["python", "-m", "transfer_learning", "make-dataset", "digits", "/workspace/data/digits"],
+    timeout=600,
+)
+print("world size", metrics["world_size"])
+"""
+
+
+def _notebook_run(node0, home: Path, run_id: str):
+    """Executes, in node 0's own kernel (papermill), a notebook that starts `run_id` across
+    the nodes with transfer_learning.nodes.run_on_nodes."""
+    cells = [
+        {
+            "cell_type": "code",
+            "metadata": {"tags": ["parameters"]},
+            "source": "run_id = ''",
+            "outputs": [],
+            "execution_count": None,
+        },
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": NOTEBOOK_CELL,
+            "outputs": [],
+            "execution_count": None,
+        },
+    ]
+    notebook = {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (home / "workspace" / "distributed.ipynb").write_text(json.dumps(notebook))
+    return node0.exec_run(
+        [
+            "papermill",
+            "--no-progress-bar",
+            "--log-output",
+            "--cwd",
+            "/workspace",
+            "/workspace/distributed.ipynb",
+            f"/workspace/outputs/{run_id}.ipynb",
+            "-p",
+            "run_id",
+            run_id,
+        ],
+        workdir="/workspace",
+    )
 
 
 def _wait_for_training(home: Path, done_id: str, proc: subprocess.Popen) -> str:

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="root with train/<class>/* and val/<class>/*")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "stop-run", help="stop this node's part of a distributed run (its torchrun agents)"
+    )
+    p.add_argument("run_id")
+
     p = sub.add_parser("train", help="train resnet18 on an ImageFolder tree")
     p.add_argument("--data", required=True, help="root with train/<class>/* and val/<class>/*")
     p.add_argument("--output-dir", default="outputs")
@@ -195,6 +200,10 @@ def _run(args: argparse.Namespace) -> int:
                 f"{result['split']}: accuracy {result['accuracy']:.4f} on {result['images']} "
                 f"images (loss {result['loss']:.4f})"
             )
+    elif args.command == "stop-run":
+        from transfer_learning.nodes import stop_run
+
+        print(stop_run(args.run_id))
     elif args.command == "bench":
         from transfer_learning.bench import bench, format_table
 

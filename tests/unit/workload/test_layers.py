@@ -31,7 +31,8 @@ ALLOWED = {
         "report",
     },
     "bench": {"config", "data", "distributed", "errors", "model", "precision", "trainer"},
-    "cli": {"bench", "config", "data", "errors", "fetch", "trainer"},
+    "nodes": {"errors"},
+    "cli": {"bench", "config", "data", "errors", "fetch", "nodes", "trainer"},
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -1,0 +1,215 @@
+"""transfer_learning.nodes: a distributed run started from node 0's notebook.
+
+The lines come from the collection's filter (the contract between the two is tested here);
+the other nodes' Jupyter servers are replaced by a fake at their boundary (`Member`), and
+torchrun by a script on PATH, so that failures can be made at will. The real path (two
+containers, a real kernel) is tests/integration/test_nodes_local.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import urllib.error
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from transfer_learning import nodes
+from transfer_learning.errors import WorkloadError
+
+from plugins.filter import nodes as node_filters
+
+TRAIN = ["--data", "/workspace/data/digits", "--epochs", "1"]
+
+
+def _env(count: int = 2, **extra: str) -> dict[str, str]:
+    return {nodes.ENV: json.dumps(node_filters.torchrun_templates(count)), **extra}
+
+
+def test_the_lines_filled_in_are_the_playbooks_lines() -> None:
+    lines = nodes.node_lines("run-1", TRAIN, _env(3))
+    command = ["-m", "transfer_learning", "train", *TRAIN]
+    assert lines == [node_filters.torchrun_command(command, 3, i, "run-1") for i in range(3)]
+    assert [nodes.local_addr(line) for line in lines] == ["node-000", "node-001", "node-002"]
+
+
+@pytest.mark.parametrize(
+    ("run_id", "env", "wanted"),
+    [
+        ("r", {}, "WYVERN_TORCHRUN is not set"),
+        ("has space", _env(), "run_id 'has space'"),
+        ("a,b", _env(), "run_id 'a,b'"),
+        ("../x", _env(), "run_id '../x'"),
+        ("", _env(), "run_id ''"),
+        ("r", {nodes.ENV: json.dumps([["torchrun", "--nnodes", "2"]])}, "cannot fill in"),
+    ],
+)
+def test_bad_input_is_named(run_id: str, env: dict, wanted: str) -> None:
+    with pytest.raises(WorkloadError, match=wanted.replace("(", r"\(")):
+        nodes.node_lines(run_id, TRAIN, env)
+
+
+def test_run_on_nodes_keeps_its_own_output_dir_and_run_id(tmp_path: Path) -> None:
+    with pytest.raises(WorkloadError, match="--output-dir and --run-id"):
+        nodes.run_on_nodes([*TRAIN, "--run-id", "x"], "r", env=_env())
+
+
+def test_the_shell_line_runs_a_node_detached_and_records_its_exit(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(nodes, "WORKSPACE", tmp_path)
+    log, rc = tmp_path / "node-1.log", tmp_path / "node-1.rc"
+    line = [sys.executable, "-c", "import sys; print(sys.argv[1:]); sys.exit(3)", "it's", "a b"]
+    subprocess.run(["sh", "-c", nodes._shell_line(line, str(log), str(rc), ["true"])], check=True)
+    _wait(lambda: rc.exists() and rc.read_text().strip())
+    assert rc.read_text().strip() == "3"
+    assert log.read_text().strip() == "[\"it's\", 'a b']"
+
+
+class FakeMember:
+    """Node i's Jupyter: what it was asked to run, and the files it shows."""
+
+    def __init__(self, address: str, token: str, **_: object) -> None:
+        self.address, self.token = address, token
+        self.commands: list[str] = []
+        self.files: dict[str, str] = {}
+        self.gone = False
+        FakeMember.made.append(self)
+
+    made: ClassVar[list[FakeMember]] = []
+
+    def shell(self, command: str) -> None:
+        self.commands.append(command)
+
+    def read(self, path: str) -> str | None:
+        if self.gone:
+            raise urllib.error.URLError("Name or service not known")
+        return self.files.get(path)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch) -> dict:
+    """A fake torchrun on PATH (it prints an epoch line, writes rank 0's metrics and then
+    waits for its stop file) and fake members."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "torchrun"
+    script.write_text(
+        "#!/bin/sh\n"
+        'echo "epoch 1/1 train loss 1.0"\n'
+        'run=""; while [ $# -gt 0 ]; do [ "$1" = --run-id ] && run="$2"; shift; done\n'
+        f'while [ ! -e "{tmp_path}/release" ]; do sleep 0.05; done\n'
+        f'echo \'{{"world_size": 2}}\' > "{tmp_path}/outputs/$run/metrics.json"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(nodes, "WORKSPACE", tmp_path)
+    monkeypatch.setattr(nodes, "Member", FakeMember)
+    monkeypatch.setattr(nodes, "stop_run", lambda run_id: 0)
+    FakeMember.made = []
+    return {"env": _env(2, JUPYTER_TOKEN_FILE=str(token)), "root": tmp_path}
+
+
+def _start(cluster: dict, shown: list[str], timeout: float | None = 30) -> tuple:
+    result: dict = {}
+
+    def go() -> None:
+        try:
+            result["metrics"] = nodes.run_on_nodes(
+                TRAIN, "r1", env=cluster["env"], poll=0.05, show=shown.append, timeout=timeout
+            )
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    _wait(lambda: FakeMember.made and any("setsid" in c for c in FakeMember.made[0].commands))
+    return thread, result
+
+
+def test_a_run_across_nodes_shows_rank_0_and_returns_its_metrics(cluster: dict) -> None:
+    shown: list[str] = []
+    thread, result = _start(cluster, shown)
+    (member,) = FakeMember.made
+    assert member.address == "node-001" and member.token == "t0ken"
+    (start,) = [c for c in member.commands if "setsid" in c]
+    assert "--local-addr node-001" in start and "outputs/r1/node-1.rc" in start
+    _wait(lambda: "epoch 1/1 train loss 1.0" in shown)
+    assert thread.is_alive()  # node 1 has not ended yet
+    (cluster["root"] / "release").touch()
+    member.files["outputs/r1/node-1.rc"] = "0\n"
+    thread.join(10)
+    assert result == {"metrics": {"world_size": 2}}
+    assert not [c for c in member.commands if "stop-run" in c]
+
+
+def test_a_failed_node_stops_every_node_and_raises_with_its_log(cluster: dict) -> None:
+    shown: list[str] = []
+    thread, result = _start(cluster, shown)
+    (member,) = FakeMember.made
+    member.files["outputs/r1/node-1.log"] = "RuntimeError: out of memory on node 1\n"
+    member.files["outputs/r1/node-1.rc"] = "1"
+    thread.join(10)
+    error = result["error"]
+    assert isinstance(error, nodes.NodeFailed)
+    assert "failed on node(s) [1]" in str(error)
+    assert "out of memory on node 1" in str(error) and "exit 1" in str(error)
+    assert any("stop-run r1" in c for c in member.commands)
+    _no_torchrun_left(cluster["root"])
+
+
+def test_a_lost_node_fails_the_run_and_says_so(cluster: dict) -> None:
+    thread, result = _start(cluster, [])
+    FakeMember.made[0].gone = True
+    thread.join(30)
+    assert "Node 1: its Jupyter stopped answering" in str(result["error"])
+    _no_torchrun_left(cluster["root"])
+
+
+def test_a_run_past_its_timeout_is_stopped(cluster: dict) -> None:
+    thread, result = _start(cluster, [], timeout=0.5)
+    thread.join(30)
+    assert "not done after 0.5 s" in str(result["error"])
+    assert "Still running: nodes [0, 1]" in str(result["error"])
+    _no_torchrun_left(cluster["root"])
+
+
+def _no_torchrun_left(root: Path) -> None:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert f"{root}/bin/torchrun" not in ps.stdout
+
+
+def _wait(condition, timeout: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_stop_run_stops_that_runs_agents_only() -> None:
+    sleeper = "import time; time.sleep(60)"
+    ours = subprocess.Popen([sys.executable, "-c", sleeper, "--rdzv-id", "run-a"])
+    other = subprocess.Popen([sys.executable, "-c", sleeper, "--rdzv-id", "run-b"])
+    try:
+        stopped = subprocess.run(
+            [sys.executable, "-m", "transfer_learning", "stop-run", "run-a"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert stopped.stdout.strip() == "1"
+        assert ours.wait(10) == -15
+        assert other.poll() is None
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()

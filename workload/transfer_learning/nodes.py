@@ -1,0 +1,325 @@
+"""A distributed run started from node 0's notebook, on the same torchrun lines as
+playbooks/run.yml -e run_nodes=N.
+
+A workbench of several nodes (site.yml -e workbench_nodes=N) gives node 0's container every
+node's torchrun line in WYVERN_TORCHRUN (the collection's filter `torchrun_templates` owns
+them: c10d rendezvous hosted by node 0, `--local-addr node-<i>`, bounded join), with the run
+id and the workers' command left to fill in. `run_on_nodes` fills them in, starts node i's
+line on node i through that node's own Jupyter server (a terminal, with the workbench's
+token, on the nodes' bridge), runs node 0's line here, prints rank 0's log as it grows,
+and watches every node: a node whose torchrun fails stops the run on all nodes and raises
+with that node's log. Each node's torchrun writes outputs/<run_id>/node-<i>.log (and
+node-<i>.rc when it ends); only rank 0 writes the run's outputs.
+
+    from transfer_learning.nodes import run_on_nodes
+    metrics = run_on_nodes(["--data", "/workspace/data/digits", "--epochs", "1"], "my-run",
+                           prepare=["python", "-m", "transfer_learning", "make-dataset",
+                                    "digits", "/workspace/data/digits"])
+
+Stopping the run (`stop_run`): SIGTERM to the node's torchrun agents of that run id (they
+stop their workers), the rule `python -m transfer_learning stop-run <run id>` applies for
+the run role too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transfer_learning.errors import WorkloadError
+
+ENV = "WYVERN_TORCHRUN"
+RUN_ID_FIELD = "{run_id}"
+COMMAND_FIELD = "{command}"
+# Jupyter's port inside every node's container (the image's CMD).
+JUPYTER_PORT = 8888
+WORKSPACE = Path("/workspace")
+OUTPUTS = "outputs"
+LOG_TAIL = 40
+
+
+class NodeFailed(WorkloadError):
+    """A node's torchrun failed, could not start, or the run ran past its timeout."""
+
+    exit_code = 1
+
+
+def node_lines(
+    run_id: str, command: Sequence[str], env: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    """Each node's torchrun argv for this run: WYVERN_TORCHRUN's lines, filled in."""
+    raw = (os.environ if env is None else env).get(ENV)
+    if not raw:
+        raise WorkloadError(
+            f"{ENV} is not set: this is not node 0 of a workbench of several nodes; start one "
+            "with `ansible-playbook site.yml -e workbench_nodes=N` and run this in node 0's "
+            "notebook"
+        )
+    if not run_id or any(c.isspace() or c in ",=/" for c in run_id):
+        raise WorkloadError(f"run_id {run_id!r}: give a name without spaces, ',', '=' or '/'")
+    worker = [str(part) for part in command]
+    if not worker:
+        raise WorkloadError("command: give the arguments of `transfer_learning train`")
+    if worker[:3] != ["-m", "transfer_learning", "train"]:
+        worker = ["-m", "transfer_learning", "train", *worker]
+    lines = []
+    for template in json.loads(raw):
+        if not template or template[-1] != COMMAND_FIELD or RUN_ID_FIELD not in template:
+            raise WorkloadError(f"{ENV} holds a line this package cannot fill in: {template!r}")
+        line = [run_id if part == RUN_ID_FIELD else part for part in template[:-1]]
+        lines.append(line + worker)
+    return lines
+
+
+def local_addr(line: Sequence[str]) -> str:
+    """The address a node's line names it by (`--local-addr`): where its Jupyter answers."""
+    return line[list(line).index("--local-addr") + 1]
+
+
+def stop_run(run_id: str) -> int:
+    """SIGTERM to this container's torchrun agents of `run_id` (found by `--rdzv-id`); they
+    stop their workers. Returns how many were signalled."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--rdzv-id" in argv and run_id.encode() in argv:
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+                count += 1
+            except ProcessLookupError:
+                pass
+    return count
+
+
+class Member:
+    """Node i's Jupyter server, reached from node 0 with the workbench's token.
+
+    Jupyter refuses a Host header that is not a loopback name (its defence against DNS
+    rebinding from browsers); a member speaks to it with `Host: localhost`, as nodes on
+    the workbench's own bridge are not browsers."""
+
+    def __init__(self, address: str, token: str, port: int = JUPYTER_PORT, timeout: float = 20):
+        self.address, self.port, self.timeout = address, port, timeout
+        self._headers = {"Authorization": f"token {token}", "Host": f"localhost:{port}"}
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://{self.address}:{self.port}{path}",
+            data=data,
+            method=method,
+            headers={**self._headers, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=self.timeout) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def read(self, path: str) -> str | None:
+        """A text file under /workspace on that node, or None when it does not exist."""
+        quoted = urllib.parse.quote(path)
+        try:
+            model = self.request("GET", f"/api/contents/{quoted}?type=file&format=text&content=1")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        return model.get("content")
+
+    def shell(self, command: str) -> None:
+        """Runs `command` in a terminal of that node's Jupyter and waits until the shell has
+        read it (a marker it prints after), then closes the terminal. A command that must
+        outlive the terminal is started detached (setsid) by the caller."""
+        import websocket  # websocket-client, in the image with Jupyter
+
+        name = self.request("POST", "/api/terminals")["name"]
+        nonce = secrets.token_hex(6)
+        try:
+            ws = websocket.create_connection(
+                f"ws://{self.address}:{self.port}/terminals/websocket/{name}",
+                header=[f"{k}: {v}" for k, v in self._headers.items() if k != "Host"],
+                host=self._headers["Host"],
+                suppress_origin=True,
+                timeout=self.timeout,
+            )
+            try:
+                # The marker is printed by the shell, not echoed as typed: the quotes split it.
+                # Two lines, so that a command ending in `&` stays valid.
+                marker = f"echo 'wyvern-'\"done-{nonce}\""
+                ws.send(json.dumps(["stdin", f"{command}\r{marker}\r"]))
+                seen = ""
+                while f"wyvern-done-{nonce}" not in seen:
+                    try:
+                        message = json.loads(ws.recv())
+                    except websocket.WebSocketTimeoutException:
+                        raise NodeFailed(
+                            f"node {self.address}: its shell did not answer within "
+                            f"{self.timeout:g} s; it printed: {seen[-2000:]!r}"
+                        ) from None
+                    if message and message[0] == "stdout":
+                        seen += message[1]
+            finally:
+                ws.close()
+        finally:
+            self.request("DELETE", f"/api/terminals/{name}")
+
+
+def _shell_line(line: Sequence[str], log: str, rc: str, prepare: Sequence[str] | None) -> str:
+    steps = [shlex.join(prepare)] if prepare else []
+    steps.append(f"{shlex.join(line)} > {shlex.quote(log)} 2>&1")
+    body = " && ".join(steps)
+    inner = f"({body}); echo $? > {shlex.quote(rc)}"
+    # A terminal's login shell resets PATH; the nodes share the image, so node 0's PATH holds.
+    path = shlex.quote(os.environ.get("PATH", os.defpath))
+    return (
+        f"cd {WORKSPACE} && PATH={path} setsid sh -c {shlex.quote(inner)} "
+        "< /dev/null > /dev/null 2>&1 &"
+    )
+
+
+def _read_or_none(member: Member, path: str) -> str | None:
+    try:
+        return member.read(path)
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def _tail(text: str | None) -> str:
+    lines = (text or "(no log)").rstrip().splitlines()
+    return "\n".join(lines[-LOG_TAIL:])
+
+
+def run_on_nodes(
+    command: Sequence[str],
+    run_id: str,
+    *,
+    prepare: Sequence[str] | None = None,
+    timeout: float | None = None,
+    poll: float = 1.0,
+    show: Callable[[str], None] = print,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train one run across the workbench's nodes (see the module's text) and return rank
+    0's metrics.json. `command`: the arguments of `transfer_learning train` (its
+    `--output-dir` and `--run-id` are this function's); `prepare`: an argv every node runs
+    first (make the data set); `timeout`: seconds for the whole run (None: no limit)."""
+    env = os.environ if env is None else env
+    worker = [str(part) for part in command]
+    if "--output-dir" in worker or "--run-id" in worker:
+        raise WorkloadError("command: leave --output-dir and --run-id to run_on_nodes")
+    worker += ["--output-dir", str(WORKSPACE / OUTPUTS), "--run-id", run_id]
+    lines = node_lines(run_id, worker, env)
+    token_file = env.get("JUPYTER_TOKEN_FILE")
+    if not token_file or not os.path.exists(token_file):
+        raise WorkloadError("JUPYTER_TOKEN_FILE: no token file, so the other nodes cannot be asked")
+    token = Path(token_file).read_text(encoding="utf-8").strip()
+    members = {i: Member(local_addr(line), token) for i, line in enumerate(lines) if i}
+    run_dir = WORKSPACE / OUTPUTS / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def paths(i: int) -> tuple[str, str]:
+        return (f"{OUTPUTS}/{run_id}/node-{i}.log", f"{OUTPUTS}/{run_id}/node-{i}.rc")
+
+    for i in (0, *members):  # an earlier execution's ends are not this one's
+        for path in paths(i):
+            if i == 0:
+                (WORKSPACE / path).unlink(missing_ok=True)
+            else:
+                members[i].shell(f"rm -f {shlex.quote(str(WORKSPACE / path))}")
+    started: list[int] = []
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop_all() -> None:
+        stop_run(run_id)
+        for i in started:
+            try:
+                members[i].shell(
+                    f"{shlex.quote(sys.executable)} -m transfer_learning stop-run {shlex.quote(run_id)}"
+                )
+            except Exception as exc:
+                show(f"node {i}: could not stop its part of the run: {exc}")
+
+    try:
+        for i, member in members.items():
+            log, rc = (str(WORKSPACE / p) for p in paths(i))
+            member.shell(
+                f"mkdir -p {shlex.quote(str(run_dir))} && {_shell_line(lines[i], log, rc, prepare)}"
+            )
+            started.append(i)
+        if prepare:
+            subprocess.run(list(prepare), check=True, cwd=WORKSPACE, capture_output=True)
+        log0 = WORKSPACE / paths(0)[0]
+        with open(log0, "wb") as sink:
+            proc = subprocess.Popen(lines[0], stdout=sink, stderr=subprocess.STDOUT, cwd=WORKSPACE)
+        show(f"run {run_id}: torchrun on {len(lines)} node(s); node 0's log is {log0}")
+        shown = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ends: dict[int, int] = {}
+        while True:
+            text = log0.read_text(encoding="utf-8", errors="replace")
+            for line in text[shown:].splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break
+                show(line.rstrip("\n"))
+                shown += len(line)
+            code = proc.poll()
+            if code is not None:
+                ends[0] = code
+            lost: dict[int, str] = {}
+            for i, member in members.items():
+                if i not in ends:
+                    try:
+                        found = member.read(paths(i)[1])
+                    except (OSError, urllib.error.URLError) as exc:
+                        lost[i] = f"its Jupyter stopped answering ({exc}): is its container up?"
+                        continue
+                    if found and found.strip():
+                        ends[i] = int(found.strip())
+            failed = sorted(i for i, code in ends.items() if code != 0)
+            if failed or lost:
+                raise NodeFailed(
+                    f"run {run_id} failed on node(s) {sorted({*failed, *lost})} and was stopped "
+                    "on every node.\n"
+                    + "\n".join(
+                        f"Node {i}: {lost[i]}"
+                        if i in lost
+                        else f"Node {i}'s torchrun ended with exit {ends[i]}; its log "
+                        f"({WORKSPACE / paths(i)[0]} on node {i}) ends:\n"
+                        + _tail(text if i == 0 else _read_or_none(members[i], paths(i)[0]))
+                        for i in sorted({*failed, *lost})
+                    )
+                )
+            if len(ends) == len(lines):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise NodeFailed(
+                    f"run {run_id}: not done after {timeout:g} s; stopped on every node. "
+                    f"Still running: nodes {sorted(set(range(len(lines))) - set(ends))}"
+                )
+            time.sleep(poll)
+    except BaseException:
+        stop_all()
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
