@@ -10,6 +10,14 @@ import os
 
 c = get_config()  # noqa: F821 - provided by Jupyter when it loads this file
 c.ServerApp.allow_remote_access = os.environ.get("WYVERN_ALLOW_REMOTE_ACCESS") == "1"
+# Where Jupyter listens. On the container's own network: every address of the container,
+# port 8888 (Docker forwards the port it publishes on the host's loopback there). On the
+# host's network (a node of a workbench spanning machines, for NCCL and the rendezvous),
+# notebook_container sets the host's loopback and the notebook's port here instead, so
+# that nothing but the host itself reaches Jupyter.
+c.ServerApp.ip = os.environ.get("WYVERN_JUPYTER_IP") or "0.0.0.0"
+c.ServerApp.port = int(os.environ.get("WYVERN_JUPYTER_PORT") or 8888)
+c.ServerApp.port_retries = 0  # the port asked for, or fail: never a neighbour's port
 # The token comes from the file named by JUPYTER_TOKEN_FILE (a read-only mount), never
 # from the environment, so kernels and terminals do not inherit it.
 

@@ -144,6 +144,11 @@ options:
       - The bridge network to join instead of the container's own C(NAME-net); the nodes of one workbench
         share one (C(WORKBENCH-nodes)). Created when missing (with O(network_icc)), removed with the last
         container on it. A container that moves to it leaves its own C(NAME-net), which is removed.
+      - V(host) puts the container on the host's network stack instead (a node of a workbench spanning
+        machines, where torchrun's rendezvous and NCCL or gloo reach it at the host's address). Nothing
+        is published then; Jupyter itself listens on O(bind_address):O(port), the host's loopback unless
+        O(allow_public_bind), so the notebook is no more exposed than a published one. O(network_aliases)
+        do not apply there; name peers with O(extra_hosts).
     type: str
   network_icc:
     description:
@@ -158,6 +163,12 @@ options:
     type: list
     elements: str
     default: []
+  extra_hosts:
+    description:
+      - Names added to the container's C(/etc/hosts), name to IP address (a workbench's nodes on other
+        machines, C(node-001) to its private address). A bad name or address fails before anything changes.
+    type: dict
+    default: {}
   timeout:
     description:
       - Seconds to wait for Jupyter to answer before failing. A container that is still running then is left
@@ -339,6 +350,7 @@ ARGUMENT_SPEC: dict[str, dict] = dict(
     network=dict(type="str"),
     network_icc=dict(type="bool", default=False),
     network_aliases=dict(type="list", elements="str", default=[]),
+    extra_hosts=dict(type="dict", default={}),
     timeout=dict(type="int", default=180),
     interval=dict(type="float", default=0.2),
     expect_gpu=dict(type="str", default="auto", choices=["auto", "true", "false"]),

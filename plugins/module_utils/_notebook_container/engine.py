@@ -20,7 +20,9 @@ from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_contain
 )
 from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.spec import (
     CONTAINER_PORT,
+    HOST_NETWORK,
     NETWORK_LABEL,
+    published_port,
 )
 
 try:
@@ -102,10 +104,14 @@ def network_icc(network: Any) -> bool:
 
 
 def other_published_ports(client: Any, name: str) -> set[int]:
-    """Host ports that containers other than ``name`` publish."""
+    """Host ports that containers other than ``name`` publish (or, on the host's network,
+    have Jupyter listen on)."""
     ports: set[int] = set()
     for other in client.containers.list(all=True):
         if other.name != name:
+            own = published_port(other.attrs)
+            if own is not None:
+                ports.add(own)
             for bindings in (
                 (other.attrs.get("HostConfig") or {}).get("PortBindings") or {}
             ).values():
@@ -152,14 +158,24 @@ def device_requests(gpus: str) -> list[Any]:
 def create_container(
     client: Any, name: str, desired: dict[str, Any], bind_address: str, port: int
 ) -> Any:
+    # On the host's network nothing is published: Jupyter listens on bind_address:port itself
+    # (desired env, spec.JUPYTER_IP_ENV and JUPYTER_PORT_ENV).
+    where = (
+        {"network_mode": HOST_NETWORK}
+        if desired["network"] == HOST_NETWORK
+        else {
+            "network": desired["network"],
+            "ports": {f"{CONTAINER_PORT}/tcp": (bind_address, port)},
+        }
+    )
     try:
         container = client.containers.create(
             image=desired["image"],
             name=name,
             environment=desired["env"],
             init=desired["init"],
-            network=desired["network"],
-            ports={f"{CONTAINER_PORT}/tcp": (bind_address, port)},
+            **where,
+            extra_hosts=dict(entry.split(":", 1) for entry in desired.get("extra_hosts") or []),
             device_requests=device_requests(desired["gpus"]),
             volumes=desired["mounts"],
             labels=desired["labels"],

@@ -38,6 +38,7 @@ from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_contain
     wait_healthy,
 )
 from ansible_collections.wyvern.workbench.plugins.module_utils._notebook_container.spec import (
+    HOST_NETWORK,
     NETWORK_LABEL,
     Plan,
     choose_port,
@@ -140,7 +141,9 @@ class NotebookContainer:
         container = engine.get_container(self.client, self.params["name"])
         own_network = network_name(self.params["name"])
         self.network = self.params.get("network") or own_network
-        network = engine.get_network(self.client, self.network)
+        # The host's network is Docker's own: never made, checked or removed here.
+        on_host = self.network == HOST_NETWORK
+        network = None if on_host else engine.get_network(self.client, self.network)
         icc = bool(self.params.get("network_icc"))
         if state == "started" and network is not None and engine.network_icc(network) != icc:
             raise NotebookError(
@@ -169,7 +172,7 @@ class NotebookContainer:
         the_plan = plan(
             state, container.attrs if container else None, desired, image.attrs if image else None
         )
-        if state == "started" and network is None:
+        if state == "started" and network is None and not on_host:
             the_plan.actions.insert(0, "create-network")
         if state == "absent" and network is not None:
             the_plan.actions.append("remove-network")
@@ -186,7 +189,7 @@ class NotebookContainer:
         current = ((container.attrs if container else {}).get("HostConfig") or {}).get(
             "NetworkMode"
         )
-        if state == "absent" and current not in (None, self.network, own_network):
+        if state == "absent" and current not in (None, self.network, own_network, HOST_NETWORK):
             joined = engine.get_network(self.client, current)
             if joined is not None and NETWORK_LABEL in ((joined.attrs or {}).get("Labels") or {}):
                 self._joined = current

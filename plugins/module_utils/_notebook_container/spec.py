@@ -35,6 +35,16 @@ TOKEN_DIGEST_LABEL = "io.wyvern.workbench.token-sha256"
 # with allow_public_bind, where browsers send a non-local Host header).
 REMOTE_ACCESS_ENV = "WYVERN_ALLOW_REMOTE_ACCESS"
 IMAGE_ID_ENV = "WORKBENCH_IMAGE_ID"
+# `network: host`: the container shares the host's network stack (a node of a workbench
+# spanning machines: torchrun's rendezvous and NCCL/gloo reach it at the host's address).
+# Nothing is published then; Jupyter itself listens on bind_address:port, read by the
+# image's jupyter_server_config.py from these two variables.
+HOST_NETWORK = "host"
+JUPYTER_IP_ENV = "WYVERN_JUPYTER_IP"
+JUPYTER_PORT_ENV = "WYVERN_JUPYTER_PORT"
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 # On every network this module creates (the workbench that made it).
 NETWORK_LABEL = "io.wyvern.workbench.notebook"
 # Without a port, the first free one from here up (and kept in port_file).
@@ -79,6 +89,13 @@ def check_bind_address(address: str, allow_public_bind: bool) -> str | None:
 
 
 def published_port(attrs: dict[str, Any] | None) -> int | None:
+    """The host port the container's Jupyter answers on: the one published, or on the
+    host's network the one Jupyter was told to listen on."""
+    if ((attrs or {}).get("HostConfig") or {}).get("NetworkMode") == HOST_NETWORK:
+        port = _env_list_to_dict(((attrs or {}).get("Config") or {}).get("Env")).get(
+            JUPYTER_PORT_ENV, ""
+        )
+        return int(port) if port.isdigit() else None
     bindings = ((attrs or {}).get("HostConfig") or {}).get("PortBindings") or {}
     for binding in bindings.get(f"{CONTAINER_PORT}/tcp") or []:
         if str(binding.get("HostPort") or "").isdigit():
@@ -135,6 +152,22 @@ def parse_volume(volume: str) -> str:
     return f"{os.path.normpath(parts[0])}:{os.path.normpath(parts[1])}:{parts[2]}"
 
 
+def parse_extra_hosts(extra_hosts: dict[str, Any] | None) -> list[str]:
+    """``{name: address}`` -> sorted ``name:address`` entries of the container's /etc/hosts."""
+    entries = []
+    for name, address in (extra_hosts or {}).items():
+        if not _HOSTNAME.match(str(name)):
+            raise NotebookError(f"extra_hosts: {name!r} is not a host name; fix extra_hosts")
+        try:
+            ip = ipaddress.ip_address(str(address))
+        except ValueError:
+            raise NotebookError(
+                f"extra_hosts: {name} -> {address!r} is not an IP address; fix extra_hosts"
+            ) from None
+        entries.append(f"{name}:{ip}")
+    return sorted(entries)
+
+
 def parse_size(size: str) -> int:
     match = re.fullmatch(r"\s*(\d+)\s*([bkmgt]?)b?\s*", str(size).lower())
     if not match:
@@ -165,6 +198,15 @@ def desired_spec(params: dict[str, Any], image_id: str, token: str, gpus: str) -
         env[REMOTE_ACCESS_ENV] = "1"
     labels = {str(k): str(v) for k, v in (params.get("labels") or {}).items()}
     labels[TOKEN_DIGEST_LABEL] = token_digest(token)
+    network = params.get("network") or network_name(params["name"])
+    if network == HOST_NETWORK:
+        if params.get("network_aliases"):
+            raise NotebookError(
+                "network_aliases: a container on the host's network has the host's names "
+                "only; drop network_aliases, or name its peers with extra_hosts"
+            )
+        env[JUPYTER_IP_ENV] = params["bind_address"]
+        env[JUPYTER_PORT_ENV] = str(params["port"])
     mounts = [parse_volume(v) for v in params.get("volumes") or []]
     mounts.append(f"{token_mount_path(params['token_file'])}:{TOKEN_IN_CONTAINER}:ro")
     return {
@@ -178,8 +220,9 @@ def desired_spec(params: dict[str, Any], image_id: str, token: str, gpus: str) -
         "user": str(params["user"]),
         "restart_policy": params["restart_policy"],
         "init": True,
-        "network": params.get("network") or network_name(params["name"]),
+        "network": network,
         "aliases": sorted(set(params.get("network_aliases") or [])),
+        "extra_hosts": parse_extra_hosts(params.get("extra_hosts")),
     }
 
 
@@ -209,6 +252,9 @@ def observed_spec(attrs: dict[str, Any], image_attrs: dict[str, Any]) -> dict[st
     labels = {k: v for k, v in (config.get("Labels") or {}).items() if image_labels.get(k) != v}
     bindings = (host.get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or [{}]
     ports = f"{bindings[0].get('HostIp') or '0.0.0.0'}:{bindings[0].get('HostPort', '')}"
+    if host.get("NetworkMode") == HOST_NETWORK:
+        own = _env_list_to_dict(config.get("Env"))
+        ports = f"{own.get(JUPYTER_IP_ENV, '')}:{own.get(JUPYTER_PORT_ENV, '')}"
     gpus = "none"
     for request in host.get("DeviceRequests") or []:
         if ["gpu"] in (request.get("Capabilities") or []):
@@ -233,6 +279,7 @@ def observed_spec(attrs: dict[str, Any], image_attrs: dict[str, Any]) -> dict[st
         "init": bool(host.get("Init")),
         "network": host.get("NetworkMode") or "default",
         "aliases": observed_aliases(attrs),
+        "extra_hosts": sorted(host.get("ExtraHosts") or []),
     }
 
 

@@ -218,3 +218,47 @@ def test_drift_in_each_setting_is_seen_in_docker_inspect_and_repaired(
         assert again["changed"] is False and again["drift"] == [], again
         removed = run_module({"name": spec["name"], "state": "absent"})
         assert removed["changed"] is True
+
+
+def _non_loopback_addresses() -> list[str]:
+    """This host's IPv4 addresses other than the loopback (its LAN address, docker0's)."""
+    import subprocess
+
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    found = [line.split()[3].split("/")[0] for line in shown.splitlines()]
+    return [a for a in found if not a.startswith("127.")]
+
+
+def test_on_the_hosts_network_jupyter_answers_on_the_loopback_only(
+    run_module, spec: dict, docker_client
+) -> None:
+    """A node of a workbench spanning machines shares the host's network (the rendezvous
+    and NCCL reach it at the host's address); its notebook stays on the host's loopback."""
+    host_spec = {**spec, "network": "host", "extra_hosts": {"node-001": "10.11.12.13"}}
+    started = run_module(host_spec)
+    assert started["changed"] is True, started.get("msg")
+    assert "create-network" not in started["actions"]
+    token = Path(spec["token_file"]).read_text().strip()
+    assert jupyter(started["url"], token) == 200
+    assert started["probe"]["torch"].startswith("2.14.1")
+    container = docker_client.containers.get(spec["name"])
+    assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+    assert not container.attrs["HostConfig"]["PortBindings"]
+    # Nothing answers on the host's other addresses at that port: not published, not bound.
+    others = _non_loopback_addresses()
+    assert others, "this host has no address but the loopback to try"
+    for address in others:
+        with pytest.raises(OSError), socket.create_connection((address, spec["port"]), 2):
+            pass
+    # The peers' names are in its /etc/hosts; it resolves them as the workload would.
+    resolved = container.exec_run(
+        ["python", "-c", "import socket; print(socket.gethostbyname('node-001'))"]
+    )
+    assert resolved.output.decode().strip() == "10.11.12.13"
+    assert token not in repr(container.attrs)
+    again = run_module(host_spec)
+    assert again["changed"] is False, again.get("drift")
+    assert run_module({"name": spec["name"], "state": "absent"})["changed"] is True
+    assert not [n for n in docker_client.networks.list() if n.name == f"{spec['name']}-net"]

@@ -80,7 +80,11 @@ def inspect_of(desired: dict[str, Any], running: bool = True) -> dict[str, Any]:
             "User": desired["user"],
         },
         "HostConfig": {
-            "PortBindings": {"8888/tcp": [{"HostIp": host, "HostPort": port}]},
+            # On the host's network Docker publishes nothing.
+            "PortBindings": {}
+            if desired["network"] == spec.HOST_NETWORK
+            else {"8888/tcp": [{"HostIp": host, "HostPort": port}]},
+            "ExtraHosts": list(desired.get("extra_hosts") or []) or None,
             "DeviceRequests": requests or None,
             "Binds": [m.removesuffix(":rw") if m.endswith(":rw") else m for m in desired["mounts"]],
             "ShmSize": desired["shm_size"],

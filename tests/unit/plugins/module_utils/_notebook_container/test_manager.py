@@ -296,3 +296,21 @@ def test_a_shared_network_with_the_other_icc_setting_fails_with_the_fix(tmp_path
             client, token_file=str(tmp_path / "token"), network="wb-nodes", network_icc=True
         ).run()
     client.containers.create.assert_not_called()
+
+
+def test_on_the_hosts_network_no_network_is_made_checked_or_removed(tmp_path: Path) -> None:
+    client = fake_client(None)
+    # Docker's own host network exists and has no ICC option: never asked about.
+    client.networks.get.side_effect = None
+    client.networks.get.return_value = mock.MagicMock(attrs={"Options": {}, "Labels": {}})
+    result = runner(client, token_file=str(tmp_path / "token"), network="host").run()
+    assert "create-network" not in result.actions
+    client.networks.create.assert_not_called()
+    assert client.containers.create.call_args.kwargs["network_mode"] == "host"
+    assert result.url == "http://127.0.0.1:18888"
+    gone = fake_client(inspect_of(desired(network="host")))
+    gone.networks.get.side_effect = None
+    gone.networks.get.return_value = mock.MagicMock(attrs={"Options": {}, "Labels": {}})
+    removed = runner(gone, state="absent", token_file=str(tmp_path / "token")).run()
+    assert removed.actions[0] == "remove"
+    assert "remove-joined-network" not in removed.actions

@@ -181,3 +181,60 @@ def test_choose_port_skips_ports_other_containers_publish_or_something_listens_o
         common.NotebookError, match="no free port in 8888-8987 for Jupyter; set port"
     ):
         spec.choose_port(None, None, set(), lambda p: False)
+
+
+# ---------------------------------------------------------------- the host's network
+
+
+def test_on_the_hosts_network_jupyter_listens_on_the_loopback_port_itself() -> None:
+    want = desired(network="host", port=18999)
+    assert want["network"] == "host"
+    assert want["env"][spec.JUPYTER_IP_ENV] == "127.0.0.1"
+    assert want["env"][spec.JUPYTER_PORT_ENV] == "18999"
+    seen = inspect_of(want)
+    assert spec.published_port(seen) == 18999
+    assert spec.plan("started", seen, want, IMAGE_ATTRS).actions == []  # a rerun: no change
+
+
+def test_on_the_hosts_network_a_new_port_or_address_is_drift() -> None:
+    seen = inspect_of(desired(network="host", port=18999))
+    result = spec.plan("started", seen, desired(network="host", port=19000), IMAGE_ATTRS)
+    assert result.actions == ["remove", "create", "start"]
+    assert {"env", "ports"} <= set(result.drift)
+    moved = spec.plan("started", inspect_of(desired()), desired(network="host"), IMAGE_ATTRS)
+    assert "network" in moved.drift
+
+
+def test_the_hosts_network_takes_no_aliases() -> None:
+    with pytest.raises(common.NotebookError, match="network_aliases: a container on the host"):
+        desired(network="host", network_aliases=["node-000"])
+
+
+def test_extra_hosts_are_checked_sorted_and_drift_when_changed() -> None:
+    want = desired(extra_hosts={"node-001": "10.0.1.7", "node-000": "10.0.1.5"})
+    assert want["extra_hosts"] == ["node-000:10.0.1.5", "node-001:10.0.1.7"]
+    seen = inspect_of(want)
+    assert spec.plan("started", seen, want, IMAGE_ATTRS).actions == []
+    other = desired(extra_hosts={"node-000": "10.0.1.5", "node-001": "10.0.1.8"})
+    assert spec.plan("started", seen, other, IMAGE_ATTRS).drift == ["extra_hosts"]
+    for bad, wanted in (
+        ({"node 1": "10.0.0.1"}, "'node 1' is not a host name"),
+        ({"node-001": "10.0.0.300"}, "node-001 -> '10.0.0.300' is not an IP address"),
+        ({"node-001": "$(reboot)"}, "is not an IP address"),
+    ):
+        with pytest.raises(common.NotebookError, match=wanted.replace("(", r"\(")):
+            desired(extra_hosts=bad)
+
+
+def test_a_container_on_the_hosts_network_is_created_without_published_ports() -> None:
+    client = mock.MagicMock()
+    want = desired(network="host", extra_hosts={"node-000": "10.0.1.5"})
+    engine.create_container(client, "nb", want, "127.0.0.1", 18888)
+    kwargs = client.containers.create.call_args.kwargs
+    assert kwargs["network_mode"] == "host"
+    assert "ports" not in kwargs and "network" not in kwargs
+    assert kwargs["extra_hosts"] == {"node-000": "10.0.1.5"}
+    # On its own bridge it is published as ever.
+    engine.create_container(client, "nb", desired(), "127.0.0.1", 18888)
+    kwargs = client.containers.create.call_args.kwargs
+    assert kwargs["ports"] == {"8888/tcp": ("127.0.0.1", 18888)} and "network_mode" not in kwargs
