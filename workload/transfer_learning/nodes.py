@@ -182,9 +182,9 @@ class Member:
 
 def _shell_line(line: Sequence[str], log: str, rc: str, prepare: Sequence[str] | None) -> str:
     steps = [shlex.join(prepare)] if prepare else []
-    steps.append(f"{shlex.join(line)} > {shlex.quote(log)} 2>&1")
-    body = " && ".join(steps)
-    inner = f"({body}); echo $? > {shlex.quote(rc)}"
+    steps.append(shlex.join(line))
+    # The log holds what `prepare` said too: a node that fails there shows why.
+    inner = f"({' && '.join(steps)}) > {shlex.quote(log)} 2>&1; echo $? > {shlex.quote(rc)}"
     # A terminal's login shell resets PATH; the nodes share the image, so node 0's PATH holds.
     path = shlex.quote(os.environ.get("PATH", os.defpath))
     return (
@@ -263,7 +263,12 @@ def run_on_nodes(
             )
             started.append(i)
         if prepare:
-            subprocess.run(list(prepare), check=True, cwd=WORKSPACE, capture_output=True)
+            made = subprocess.run(list(prepare), cwd=WORKSPACE, capture_output=True, text=True)
+            if made.returncode:
+                raise NodeFailed(
+                    f"run {run_id}: node 0's prepare step {shlex.join(prepare)} failed "
+                    f"(exit {made.returncode}):\n{_tail(made.stdout + made.stderr)}"
+                )
         log0 = WORKSPACE / paths(0)[0]
         with open(log0, "wb") as sink:
             proc = subprocess.Popen(lines[0], stdout=sink, stderr=subprocess.STDOUT, cwd=WORKSPACE)

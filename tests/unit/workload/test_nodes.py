@@ -213,3 +213,23 @@ def test_stop_run_stops_that_runs_agents_only() -> None:
         for proc in (ours, other):
             proc.kill()
             proc.wait()
+
+
+def test_a_failed_prepare_on_a_node_is_in_its_log(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(nodes, "WORKSPACE", tmp_path)
+    log, rc = tmp_path / "node-1.log", tmp_path / "node-1.rc"
+    prepare = [sys.executable, "-c", "import sys; sys.exit('no space left for the data set')"]
+    subprocess.run(
+        ["sh", "-c", nodes._shell_line(["true"], str(log), str(rc), prepare)], check=True
+    )
+    _wait(lambda: rc.exists() and rc.read_text().strip())
+    assert rc.read_text().strip() == "1"
+    assert "no space left for the data set" in log.read_text()
+
+
+def test_a_failed_prepare_on_node_0_stops_the_others_and_says_why(cluster: dict) -> None:
+    prepare = [sys.executable, "-c", "import sys; sys.exit('disk full')"]
+    with pytest.raises(nodes.NodeFailed, match=r"(?s)node 0's prepare step .*disk full"):
+        nodes.run_on_nodes(TRAIN, "r1", env=cluster["env"], prepare=prepare, poll=0.05)
+    (member,) = FakeMember.made
+    assert any("stop-run r1" in c for c in member.commands)
