@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -48,6 +49,7 @@ JUPYTER_PORT = 8888
 WORKSPACE = Path("/workspace")
 OUTPUTS = "outputs"
 LOG_TAIL = 40
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class NodeFailed(WorkloadError):
@@ -67,8 +69,11 @@ def node_lines(
             "with `ansible-playbook site.yml -e workbench_nodes=N` and run this in node 0's "
             "notebook"
         )
-    if not run_id or any(c.isspace() or c in ",=/" for c in run_id):
-        raise WorkloadError(f"run_id {run_id!r}: give a name without spaces, ',', '=' or '/'")
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise WorkloadError(
+            f"run_id {run_id!r}: give a name of letters, digits, '.', '_' and '-' (up to 128, "
+            "starting with a letter or digit); it names the run's folder and its rendezvous"
+        )
     worker = [str(part) for part in command]
     if not worker:
         raise WorkloadError("command: give the arguments of `transfer_learning train`")

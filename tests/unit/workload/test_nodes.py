@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -46,11 +47,14 @@ def test_the_lines_filled_in_are_the_playbooks_lines() -> None:
         ("a,b", _env(), "run_id 'a,b'"),
         ("../x", _env(), "run_id '../x'"),
         ("", _env(), "run_id ''"),
+        ("$(reboot)", _env(), "run_id '$(reboot)'"),
+        (".hidden", _env(), "run_id '.hidden'"),
+        ("x" * 129, _env(), "up to 128"),
         ("r", {nodes.ENV: json.dumps([["torchrun", "--nnodes", "2"]])}, "cannot fill in"),
     ],
 )
 def test_bad_input_is_named(run_id: str, env: dict, wanted: str) -> None:
-    with pytest.raises(WorkloadError, match=wanted.replace("(", r"\(")):
+    with pytest.raises(WorkloadError, match=re.escape(wanted)):
         nodes.node_lines(run_id, TRAIN, env)
 
 
