@@ -241,12 +241,8 @@ def run_on_nodes(
     def paths(i: int) -> tuple[str, str]:
         return (f"{OUTPUTS}/{run_id}/node-{i}.log", f"{OUTPUTS}/{run_id}/node-{i}.rc")
 
-    for i in (0, *members):  # an earlier execution's ends are not this one's
-        for path in paths(i):
-            if i == 0:
-                (WORKSPACE / path).unlink(missing_ok=True)
-            else:
-                members[i].shell(f"rm -f {shlex.quote(str(WORKSPACE / path))}")
+    for path in paths(0):  # an earlier execution's ends are not this one's (the others'
+        (WORKSPACE / path).unlink(missing_ok=True)  # go in their start command)
     started: list[int] = []
     proc: subprocess.Popen[bytes] | None = None
 
@@ -264,7 +260,8 @@ def run_on_nodes(
         for i, member in members.items():
             log, rc = (str(WORKSPACE / p) for p in paths(i))
             member.shell(
-                f"mkdir -p {shlex.quote(str(run_dir))} && {_shell_line(lines[i], log, rc, prepare)}"
+                f"mkdir -p {shlex.quote(str(run_dir))} && rm -f {shlex.quote(log)} "
+                f"{shlex.quote(rc)} && {_shell_line(lines[i], log, rc, prepare)}"
             )
             started.append(i)
         if prepare:

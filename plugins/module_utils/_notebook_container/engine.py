@@ -109,9 +109,9 @@ def other_published_ports(client: Any, name: str) -> set[int]:
     ports: set[int] = set()
     for other in client.containers.list(all=True):
         if other.name != name:
-            own = published_port(other.attrs)
-            if own is not None:
-                ports.add(own)
+            if (other.attrs.get("HostConfig") or {}).get("NetworkMode") == HOST_NETWORK:
+                listening = published_port(other.attrs)  # nothing published there
+                ports.update([listening] if listening is not None else [])
             for bindings in (
                 (other.attrs.get("HostConfig") or {}).get("PortBindings") or {}
             ).values():
