@@ -311,6 +311,10 @@ class ActionModule(ActionBase):
         result.update(summarise(job, record, poller.lines, args["tail_lines"]))
         if nodes:
             result["node"] = job.get("node")
+            if not result.get("failed") and record is None:
+                # A node other than node 0 (aws: one host per node): rank 0 reports progress.
+                names = ", ".join(str(n["name"]) for n in nodes)
+                result["msg"] = f"torchrun finished on {names} (rank 0 reports the training)"
         if nodes and result.get("failed"):
             lines: list[str] = []
             for name in job.get("failed_nodes") or [job.get("node")]:

@@ -133,6 +133,52 @@ def ec2_extra_nodes(instances: Any, node0_name: str, nodes: Any) -> list[dict[st
     return sorted(extra, key=lambda i: int(str(i["tags"]["workbench:node"])))
 
 
+def ranked_hosts(hosts: Any, hostvars: Any, var: str = "workbench_nodes") -> list[dict[str, Any]]:
+    """The hosts of a workbench whose nodes are machines of their own (aws: one instance, one
+    notebook container per node), in rank order: each as `host`, `rank` (its
+    workbench_node_rank, 0 where there is none: a single instance) and `address` (the
+    private address its peers reach it at, from ec2_gpu_instance_info).
+
+    The ranks must be 0..N-1, each once: a missing or doubled rank (a node that is not
+    running, two workbenches in one group) fails here, before any node starts a run.
+    """
+    nodes = []
+    for host in list(hosts or []):
+        facts = hostvars[host]
+        rank = _int(facts.get("workbench_node_rank", 0), f"workbench_node_rank of {host}", 0)
+        info = facts.get("ec2_gpu_instance_info") or {}
+        nodes.append(
+            {"host": str(host), "rank": rank, "address": str(info.get("private_ip") or "")}
+        )
+    nodes.sort(key=lambda node: node["rank"])
+    ranks = [node["rank"] for node in nodes]
+    if ranks != list(range(len(nodes))):
+        raise AnsibleFilterError(
+            f"the workbench's hosts have node ranks {ranks}, not 0..{len(nodes) - 1}: a node is "
+            f"missing (not running?) or two workbenches share the group; start every node with "
+            f"`ansible-playbook site.yml -e workbench_target=aws -e {var}={len(nodes) or 1}` "
+            "(same -e workbench_name)"
+        )
+    return nodes
+
+
+def node_peers(nodes: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The names each node's container resolves its peers by (`node-000` ... for ranks
+    0..N-1, as torchrun_command uses them) to their private addresses, for the containers'
+    extra_hosts (`ranked_hosts` gives the nodes)."""
+    peers = {}
+    for node in nodes:
+        address = str(node.get("address") or "")
+        if not address:
+            raise AnsibleFilterError(
+                f"node {node.get('rank')} ({node.get('host')}) has no private address in "
+                "ec2_gpu_instance_info; the nodes of a workbench reach each other at their "
+                "private addresses (use the dynamic inventory, inventory/aws_ec2.yml)"
+            )
+        peers[node_alias(node.get("rank"))] = address
+    return peers
+
+
 def node_alias(index: Any, var: str = "node index") -> str:
     """The name node `index` is reached by inside the workbench, sorting in node order."""
     return f"{ALIAS_PREFIX}{_int(index, var, 0, MAX_NODES - 1):03d}"
@@ -228,6 +274,8 @@ class FilterModule:
             "ec2_extra_nodes": ec2_extra_nodes,
             "node_homes": node_homes,
             "node_jobs": node_jobs,
+            "ranked_hosts": ranked_hosts,
+            "node_peers": node_peers,
             "torchrun_command": torchrun_command,
             "torchrun_templates": torchrun_templates,
         }

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -81,6 +82,31 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+# How long a collective waits for a peer before it fails (torch's own defaults: 10 min for
+# NCCL, 30 for gloo): a node that vanished (an instance gone, its network cut) fails the
+# others within this bound instead of leaving them waiting. Every step's collectives finish
+# in well under a second; rank 0 alone evaluating and saving an epoch is the longest wait.
+COLLECTIVE_TIMEOUT_ENV = "WYVERN_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 300
+
+
+def collective_timeout(environ: dict[str, str] | None = None) -> timedelta:
+    """The process group's timeout, from WYVERN_COLLECTIVE_TIMEOUT_S (seconds) or 300."""
+    raw = (os.environ if environ is None else environ).get(COLLECTIVE_TIMEOUT_ENV, "")
+    if not raw.strip():
+        return timedelta(seconds=DEFAULT_COLLECTIVE_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise WorkloadError(
+            f"{COLLECTIVE_TIMEOUT_ENV}={raw!r} must be a number of seconds > 0 "
+            f"(unset it for {DEFAULT_COLLECTIVE_TIMEOUT_S})"
+        )
+    return timedelta(seconds=seconds)
+
+
 @contextmanager
 def process_group(device_name: str) -> Iterator[Dist]:
     """Join the torchrun group when launched by torchrun (NCCL with a GPU per process, gloo
@@ -101,7 +127,7 @@ def process_group(device_name: str) -> Iterator[Dist]:
     nccl = use_cuda and local_world <= torch.cuda.device_count()
     owned = not dist.is_initialized()
     if owned:
-        dist.init_process_group(backend="nccl" if nccl else "gloo")
+        dist.init_process_group(backend="nccl" if nccl else "gloo", timeout=collective_timeout())
     try:
         node_rank = int(os.environ.get("GROUP_RANK", "0"))
         nodes = max(1, world // max(1, local_world))

@@ -22,7 +22,7 @@ def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: seen.setdefault("device", index))
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(
-        dist, "init_process_group", lambda backend: seen.setdefault("backend", backend)
+        dist, "init_process_group", lambda backend, **_: seen.setdefault("backend", backend)
     )
     monkeypatch.setattr(dist, "get_rank", lambda: 1)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)

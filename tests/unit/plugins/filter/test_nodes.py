@@ -162,3 +162,42 @@ def test_ec2_extra_nodes_are_the_ranks_beyond_the_size_never_node_zero() -> None
     assert pick(members, "wb", "4") == [] and pick([], "wb", 3) == []
     with pytest.raises(AnsibleFilterError, match="workbench_nodes"):
         pick(members, "wb", 0)
+
+
+def test_ranked_hosts_order_the_machines_of_a_workbench_and_name_their_peers() -> None:
+    hostvars = {
+        "wb-node1": {
+            "workbench_node_rank": "1",
+            "ec2_gpu_instance_info": {"private_ip": "10.0.0.8"},
+        },
+        "wb": {"ec2_gpu_instance_info": {"private_ip": "10.0.0.7"}},  # node 0: no rank yet
+        "wb-node2": {"workbench_node_rank": 2, "ec2_gpu_instance_info": {"private_ip": "10.0.0.9"}},
+    }
+    nodes = filters.ranked_hosts(["wb-node1", "wb", "wb-node2"], hostvars)
+    assert [(n["host"], n["rank"]) for n in nodes] == [("wb", 0), ("wb-node1", 1), ("wb-node2", 2)]
+    assert filters.node_peers(nodes) == {
+        "node-000": "10.0.0.7",
+        "node-001": "10.0.0.8",
+        "node-002": "10.0.0.9",
+    }
+    # The local target: this machine alone, rank 0, no address needed.
+    assert filters.ranked_hosts(["localhost"], {"localhost": {}})[0]["rank"] == 0
+
+
+@pytest.mark.parametrize(
+    "ranks",
+    [[0, 2], [1], [0, 0], [0, 1, 1]],
+    ids=["a gap", "no node 0", "two node 0s", "a rank twice"],
+)
+def test_ranked_hosts_refuse_a_missing_or_doubled_rank(ranks: list[int]) -> None:
+    hosts = [f"h{i}" for i in range(len(ranks))]
+    hostvars = {h: {"workbench_node_rank": r} for h, r in zip(hosts, ranks, strict=True)}
+    with pytest.raises(AnsibleFilterError, match=r"node ranks .* a node is missing"):
+        filters.ranked_hosts(hosts, hostvars)
+
+
+def test_ranked_hosts_refuse_a_bad_rank_and_peers_need_an_address() -> None:
+    with pytest.raises(AnsibleFilterError, match="workbench_node_rank of h0 must be"):
+        filters.ranked_hosts(["h0"], {"h0": {"workbench_node_rank": "zero"}})
+    with pytest.raises(AnsibleFilterError, match="no private address"):
+        filters.node_peers([{"host": "wb", "rank": 0, "address": ""}])
