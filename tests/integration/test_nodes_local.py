@@ -137,9 +137,11 @@ def test_two_nodes_train_one_run_and_a_lost_node_fails_it(
     assert placement["first_epoch"] == {"images": 96, "overlap": 0}
     assert [r["train_images"] for r in ranks] == [48, 48]
     assert "epoch 1/1: loss" in run.output
-    # Only rank 0 wrote outputs: node 1 holds its torchrun log and nothing else.
+    # Only rank 0 wrote outputs: node 1 holds its torchrun log and the run's heartbeat (what
+    # its idle agent reads), which ended "done" with the run.
     node1_run = two_nodes["home"] / "nodes" / "1" / "outputs" / run_id
-    assert sorted(p.name for p in node1_run.iterdir()) == ["node-1.log"]
+    assert sorted(p.name for p in node1_run.iterdir()) == ["node-1.log", "progress.json"]
+    assert json.loads((node1_run / "progress.json").read_text())["state"] == "done"
     assert (run_dir / "node-0.log").is_file()
     assert {"metrics.json", "model.pt", "progress.json", "run.json"} <= {
         p.name for p in run_dir.iterdir()
@@ -175,9 +177,14 @@ def test_two_nodes_train_one_run_and_a_lost_node_fails_it(
     nb_placement = json.loads((nb_run / "environment.json").read_text())["distributed"]
     assert [r["hostname"] for r in nb_placement["ranks"]] == [node0.id[:12], node1.id[:12]]
     assert nb_placement["first_epoch"] == {"images": 96, "overlap": 0}
-    # Node 1 holds its log and exit status only; the result is the playbook's run's own.
+    # Node 1 holds its log, exit status and heartbeat only; the result is the playbook's
+    # run's own.
     node1_nb = two_nodes["home"] / "nodes" / "1" / "outputs" / "from-notebook"
-    assert sorted(p.name for p in node1_nb.iterdir()) == ["node-1.log", "node-1.rc"]
+    assert sorted(p.name for p in node1_nb.iterdir()) == [
+        "node-1.log",
+        "node-1.rc",
+        "progress.json",
+    ]
     assert from_notebook["epochs"][0]["train_loss"] == pytest.approx(
         metrics["epochs"][0]["train_loss"], abs=1e-4
     ), (from_notebook, metrics)

@@ -29,7 +29,9 @@ def notebook_default(variable: str, **context: str) -> str:
     defaults = yaml.safe_load(NOTEBOOK_DEFAULTS.read_text())
     value = str(defaults[variable])
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    env.filters["default"] = lambda value, default=None, *_: default if value is None else value
+    env.filters["default"] = lambda value, default=None, *_: (
+        default if value is None or isinstance(value, jinja2.Undefined) else value
+    )
     for _ in range(5):  # defaults refer to other defaults (notebook_home -> notebook_name)
         if "{{" not in value:
             return value
@@ -40,6 +42,10 @@ def notebook_default(variable: str, **context: str) -> str:
     raise ValueError(f"{variable} does not resolve: {value}")
 
 
-def host_notebook_home(workbench: str) -> Path:
-    """The host directory the notebook role uses for a workbench of this name."""
-    return Path(notebook_default("notebook_home", workbench_name=workbench))
+def host_notebook_home(workbench: str, rank: int = 0) -> Path:
+    """The host directory the notebook role uses for a workbench of this name (node `rank`
+    of an aws workbench of several instances: its own, named as its container is)."""
+    context = {"workbench_name": workbench}
+    if rank:
+        context["workbench_node_rank"] = str(rank)
+    return Path(notebook_default("notebook_home", **context))

@@ -178,11 +178,20 @@ class StandInInstance:
     install from the user data; when it stops, sshd goes away; when it starts again at
     another address (EC2 gives a stopped instance a new one), sshd comes back there.
     ``boots`` lists the addresses it booted at, in order.
+
+    ``node``: the instance of that rank (tag ``workbench:node``) of a workbench of several;
+    its private address is put on the loopback as well, where the other nodes reach it
+    (each node's notebook container is on the host's network). The stand-ins of one
+    workbench share this machine's Docker engine, as the nodes' containers, named by rank,
+    can.
     """
 
-    def __init__(self, ec2, name: str, workdir: Path, authorized_key: Path) -> None:
+    def __init__(
+        self, ec2, name: str, workdir: Path, authorized_key: Path, node: int | None = None
+    ) -> None:
         self.ec2 = ec2
         self.name = name
+        self.node = node
         self.workdir = workdir
         self.authorized_key = authorized_key
         self.server: SshServer | None = None
@@ -194,15 +203,16 @@ class StandInInstance:
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def _find(self) -> dict | None:
-        reservations = self.ec2.describe_instances(
-            Filters=[
-                {"Name": "tag:workbench:name", "Values": [self.name]},
-                {
-                    "Name": "instance-state-name",
-                    "Values": ["pending", "running", "stopping", "stopped"],
-                },
-            ]
-        )["Reservations"]
+        filters = [
+            {"Name": "tag:workbench:name", "Values": [self.name]},
+            {
+                "Name": "instance-state-name",
+                "Values": ["pending", "running", "stopping", "stopped"],
+            },
+        ]
+        if self.node is not None:
+            filters.append({"Name": "tag:workbench:node", "Values": [str(self.node)]})
+        reservations = self.ec2.describe_instances(Filters=filters)["Reservations"]
         instances = [i for r in reservations for i in r["Instances"]]
         return instances[0] if instances else None
 
@@ -222,6 +232,8 @@ class StandInInstance:
         stack = ExitStack()
         try:
             stack.enter_context(address_on_loopback(address))
+            if self.node is not None:
+                stack.enter_context(address_on_loopback(instance["PrivateIpAddress"]))
             self.server = stack.enter_context(
                 ssh_server(
                     self.workdir, self.authorized_key, host_key, port=22, address=address, sudo=True

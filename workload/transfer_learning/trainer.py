@@ -745,8 +745,14 @@ def train(cfg: TrainConfig) -> RunResult:
         device = select_device(cfg.device, d.local_rank)
         _set_determinism(cfg, device)
         run_id, ckpt = resolve_run(cfg, d)
-        # Rank 0 tells watchers how far the run is (progress.json), from now until it ends.
-        progress = Progress(Path(cfg.output_dir) / run_id, run_id, cfg.epochs) if d.main else None
+        # Each node's first process (rank 0 on node 0) tells watchers how far the run is
+        # (progress.json in that node's run folder), from now until it ends: the run role
+        # follows node 0's; the idle agent of every node sees the run as activity there.
+        progress = (
+            Progress(Path(cfg.output_dir) / run_id, run_id, cfg.epochs)
+            if d.local_rank == 0
+            else None
+        )
         with _reporting(progress):
             folder = scan_folder(cfg.data)
             if ckpt is not None:

@@ -1,0 +1,187 @@
+"""A workbench of two instances end to end: site.yml, run.yml, teardown.yml with
+-e workbench_target=aws -e workbench_nodes=2.
+
+moto "launches" two instances; each is stood in for by a real sshd at the public address EC2
+gave it (tests/support/sshd.py, one StandInInstance per rank), with the node's private
+address on the loopback too, where the other node reaches it. Both stand-ins are this
+machine, so both nodes' notebook containers run on this Docker engine, each on the host's
+network as on an instance of its own: node 0 is `<name>`, node 1 `<name>-node1`, each with
+its own folder and Jupyter port, as the roles name them by rank.
+
+What the test holds: every node configured by the same plays; each container on its host's
+network with its peers named (node-000, node-001 -> the private addresses) and Jupyter on
+the loopback only; one torchrun run across both instances whose ranks sit on node 0 and node
+1 and train on disjoint halves; only node 0's outputs come home; a second run.yml changes
+nothing; teardown leaves no instance, container or output behind on either node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.test_aws_target import (  # noqa: F401  (fixtures)
+    _changed_tasks,
+    aws_home,
+    instance_key,
+    tagged_resources,
+)
+from tests.support.cleanup import remove_workbench
+from tests.support.outputs import host_notebook_home, run_outputs_dir
+from tests.support.playbook import run_playbook
+from tests.support.ports import reserved_port
+from tests.support.sshd import StandInInstance
+
+RUN = {
+    "run_epochs": 1,
+    "run_limit": 64,
+    "run_image_size": 16,
+    "run_batch_size": 8,
+    "run_poll_interval": 1,
+    "run_join_timeout": 60,
+}
+
+
+@pytest.fixture
+def name(docker_client) -> Iterator[str]:
+    import secrets
+
+    workbench = f"wbn-{secrets.token_hex(2)}"
+    yield workbench
+    for container in (workbench, f"{workbench}-node1"):
+        remove_workbench(docker_client, container)
+    for rank in (0, 1):
+        shutil.rmtree(host_notebook_home(workbench, rank), ignore_errors=True)
+
+
+def _instances(ec2, name: str) -> list[dict]:
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:workbench:name", "Values": [name]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )["Reservations"]
+    found = [i for r in reservations for i in r["Instances"]]
+    return sorted(found, key=lambda i: int(_tags(i).get("workbench:node", "0")))
+
+
+def _tags(instance: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+def test_two_instances_train_one_run_and_go_together(
+    repo_root,
+    ansible_env,
+    moto,
+    docker_client,
+    notebook_image: str,  # built once per content, before any play
+    name: str,
+    aws_home,
+    instance_key,
+    tmp_path,
+) -> None:
+    env = {
+        **{k: v for k, v in ansible_env.items() if k != "ANSIBLE_HOST_KEY_CHECKING"},
+        **moto.env,
+        "HOME": str(aws_home),
+        "XDG_CONFIG_HOME": str(aws_home / ".config"),
+    }
+    outputs = tmp_path / "outputs"
+    ec2 = moto.client("ec2")
+    alias = f"wyvern-{name}-{env.get('USER') or 'workbench'}"
+    stand_ins = [
+        StandInInstance(ec2, name, tmp_path / f"sshd{rank}", instance_key.with_suffix(".pub"), rank)
+        for rank in (0, 1)
+    ]
+    with contextlib.ExitStack() as stack:
+        # Each node's Jupyter port (two instances would both use 8888; here they share a
+        # machine), picked by rank as the inventory gives it; the rendezvous port too.
+        ports = [stack.enter_context(reserved_port()) for _ in range(3)]
+        for stand_in in stand_ins:
+            stack.enter_context(stand_in)
+        extra = {
+            "workbench_target": "aws",
+            "workbench_name": name,
+            "workbench_nodes": 2,
+            "workbench_outputs_dir": str(outputs),
+            "workbench_notebooks_dir": str(tmp_path / "notebooks"),
+            "ec2_gpu_instance_ssh_cidr": "203.0.113.7/32",
+            "ec2_gpu_instance_ssh_user": getpass.getuser(),
+            "ec2_gpu_instance_wait_timeout": 60,
+            # No S3 agent here: tests/e2e/test_aws_target.py covers it (node 0 only).
+            "ec2_gpu_instance_durable_outputs": False,
+            "notebook_port": f"{{{{ {ports[:2]}[workbench_node_rank | default(0) | int] }}}}",
+            "run_rdzv_port": ports[2],
+        }
+        site = run_playbook(repo_root, "site.yml", env, extra)
+        for stand_in in stand_ins:
+            assert stand_in.error is None, stand_in.error
+        assert site.rc == 0, site.tail(80)
+        node0, node1 = _instances(ec2, name)
+        assert [_tags(i)["workbench:node"] for i in (node0, node1)] == ["0", "1"]
+        assert _tags(node1)["Name"] == f"{alias}-node1"
+        # Every node was configured by the same plays, in parallel.
+        assert f"ok: [{alias}]" in site.output and f"ok: [{alias}-node1]" in site.output
+
+        # -- each node's container: on its host's network, its peers named by their private
+        # addresses, Jupyter on the loopback only.
+        peers = {"node-000": node0["PrivateIpAddress"], "node-001": node1["PrivateIpAddress"]}
+        containers = [docker_client.containers.get(n) for n in (name, f"{name}-node1")]
+        for container, port in zip(containers, ports[:2], strict=True):
+            assert container.status == "running"
+            assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+            hosts = sorted(container.attrs["HostConfig"]["ExtraHosts"])
+            assert hosts == sorted(f"{k}:{v}" for k, v in peers.items()), hosts
+            assert requests.get(f"http://127.0.0.1:{port}/api", timeout=10).ok
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://{node0['PrivateIpAddress']}:{port}/api", timeout=5)
+        # Node 1 reaches node 0 by its name (its private address), as torchrun will.
+        reach = containers[1].exec_run(
+            ["python", "-c", "import socket; print(socket.gethostbyname('node-000'))"]
+        )
+        assert reach.output.decode().strip() == peers["node-000"], reach.output
+        # The user's notebooks live on node 0 alone.
+        assert (host_notebook_home(name) / "workspace" / "notebooks").is_dir()
+        node1_home = host_notebook_home(name, 1)
+        assert not list((node1_home / "workspace" / "notebooks").glob("*.ipynb"))
+
+        # -- one run across both instances, through the dynamic inventory.
+        inventory = ["inventory/aws_ec2.yml"]
+        run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **RUN}, inventory)
+        assert run.rc == 0, run.tail(80)
+        (run_dir,) = run_outputs_dir(outputs, alias, name).iterdir()
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["world_size"] == 2 and metrics["dist_backend"] == "gloo"
+        placement = json.loads((run_dir / "environment.json").read_text())["distributed"]
+        assert placement["nodes"] == 2 and placement["world_size"] == 2
+        assert [(r["rank"], r["node_rank"]) for r in placement["ranks"]] == [(0, 0), (1, 1)]
+        assert placement["first_epoch"]["overlap"] == 0
+        assert "epoch 1/1: loss" in run.output, run.tail(80)
+        # Node 1 ran its rank (its torchrun log is on its instance) and holds no output;
+        # nothing of node 1 came home: the run is node 0's.
+        node1_run = node1_home / "outputs" / run_dir.name
+        assert sorted(p.name for p in node1_run.iterdir()) == ["node-1.log", "progress.json"]
+        assert (run_dir / "node-0.log").is_file()
+        assert sorted(p.name for p in outputs.iterdir()) == [alias]
+
+        again = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **RUN}, inventory)
+        assert again.rc == 0, again.tail(80)
+        assert again.changed == 0, _changed_tasks(again.output)
+
+        down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
+        assert down.rc == 0, down.tail(80)
+        assert tagged_resources(ec2, name) == {
+            "instances": [],
+            "security_groups": [],
+            "key_pairs": [],
+        }
+        present = {c.name for c in docker_client.containers.list(all=True)}
+        assert not {name, f"{name}-node1"} & present
+        assert (run_dir / "metrics.json").exists()
