@@ -72,6 +72,17 @@ def _instances(ec2, name: str) -> list[dict]:
     return sorted(found, key=lambda i: int(_tags(i).get("workbench:node", "0")))
 
 
+def _failures(output: str) -> str:
+    """Each failed task of a playbook's output with the lines that say why."""
+    lines, picked, task = output.splitlines(), [], ""
+    for index, line in enumerate(lines):
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith(("fatal:", "failed:")):
+            picked += [task, *lines[index : index + 12]]
+    return "\n".join(picked)
+
+
 def _tags(instance: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
 
@@ -123,7 +134,7 @@ def test_two_instances_train_one_run_and_go_together(
         site = run_playbook(repo_root, "site.yml", env, extra)
         for stand_in in stand_ins:
             assert stand_in.error is None, stand_in.error
-        assert site.rc == 0, site.tail(80)
+        assert site.rc == 0, _failures(site.output) or site.tail(80)
         node0, node1 = _instances(ec2, name)
         assert [_tags(i)["workbench:node"] for i in (node0, node1)] == ["0", "1"]
         assert _tags(node1)["Name"] == f"{alias}-node1"
@@ -155,7 +166,7 @@ def test_two_instances_train_one_run_and_go_together(
         # -- one run across both instances, through the dynamic inventory.
         inventory = ["inventory/aws_ec2.yml"]
         run = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **RUN}, inventory)
-        assert run.rc == 0, run.tail(80)
+        assert run.rc == 0, _failures(run.output) or run.tail(80)
         (run_dir,) = run_outputs_dir(outputs, alias, name).iterdir()
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["world_size"] == 2 and metrics["dist_backend"] == "gloo"
@@ -169,14 +180,14 @@ def test_two_instances_train_one_run_and_go_together(
         node1_run = node1_home / "outputs" / run_dir.name
         assert sorted(p.name for p in node1_run.iterdir()) == ["node-1.log", "progress.json"]
         assert (run_dir / "node-0.log").is_file()
-        assert sorted(p.name for p in outputs.iterdir()) == [alias]
+        assert sorted(p.name for p in outputs.iterdir() if p.is_dir()) == [alias]
 
         again = run_playbook(repo_root, "playbooks/run.yml", env, {**extra, **RUN}, inventory)
         assert again.rc == 0, again.tail(80)
         assert again.changed == 0, _changed_tasks(again.output)
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", env, extra, inventory)
-        assert down.rc == 0, down.tail(80)
+        assert down.rc == 0, _failures(down.output) or down.tail(80)
         assert tagged_resources(ec2, name) == {
             "instances": [],
             "security_groups": [],
