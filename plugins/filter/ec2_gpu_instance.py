@@ -403,6 +403,11 @@ def ec2_gpu_instance_saved_connection(
     """
     workbench = tags.get("workbench:name", "")
     alias = str(tags.get("Name") or instance_id)
+    # Nodes 1..N-1 of a workbench of several (tag workbench:node, Name <node 0's>-node<i>)
+    # boot with node 0's user data, so node 0's host key: they are checked under its alias.
+    rank = str(tags.get("workbench:node") or "0")
+    if rank != "0" and alias.endswith(f"-node{rank}"):
+        alias = alias[: -len(f"-node{rank}")]
     path = Path(ec2_gpu_instance_connection_file(workbench))
     try:
         saved = json.loads(path.read_text())

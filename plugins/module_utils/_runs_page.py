@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -400,10 +401,19 @@ def write_if_changed(path: Path, content: str, check_mode: bool = False) -> bool
         pass
     if not check_mode:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(content, encoding="utf-8")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        # A temporary file of this writer's own: the hosts of a workbench of several nodes
+        # write the page at once (teardown's fetch on every node), and a shared name would
+        # be replaced under one of them.
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(content)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return True
 
 

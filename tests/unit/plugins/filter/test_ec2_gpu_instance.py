@@ -181,6 +181,25 @@ def test_saved_connection_reads_what_the_role_recorded(tmp_path, monkeypatch) ->
     assert filters.ec2_gpu_instance_saved_connection(TAGS, "i-1") == recorded
 
 
+def test_a_node_of_several_connects_as_node_0_whose_host_key_it_has(tmp_path, monkeypatch) -> None:
+    # Node 1 boots with node 0's user data: its host key is node 0's, known under node 0's
+    # alias; a node named otherwise is not taken for one (its own alias, the defaults).
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    recorded = filters.ec2_gpu_instance_connection(
+        "/elsewhere/id_ed25519", "ubuntu", "generated", "wyvern-exp1-me"
+    )
+    path = Path(filters.ec2_gpu_instance_connection_file("exp1"))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**recorded, "owner": "me"}))
+    node1 = {**TAGS, "Name": "wyvern-exp1-me-node1", "workbench:node": "1"}
+    assert filters.ec2_gpu_instance_saved_connection(node1, "i-2") == recorded
+    node0 = {**TAGS, "workbench:node": "0"}
+    assert filters.ec2_gpu_instance_saved_connection(node0, "i-1") == recorded
+    odd = {**TAGS, "Name": "wyvern-exp1-me-node1", "workbench:node": "2"}
+    conn = filters.ec2_gpu_instance_saved_connection(odd, "i-3")
+    assert "HostKeyAlias=wyvern-exp1-me-node1 " in conn["ansible_ssh_common_args"]
+
+
 @pytest.mark.parametrize("recorded_for", ["nobody", "missing"])
 def test_saved_connection_falls_back_to_the_default_layout(
     tmp_path, monkeypatch, recorded_for: str

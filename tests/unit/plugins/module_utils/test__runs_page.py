@@ -235,3 +235,16 @@ def test_the_same_runs_give_the_same_bytes_and_no_rewrite(tmp_path: Path) -> Non
     # index.html itself is not a run; the page does not change by being there.
     assert rp.render_html(rp.collect_runs(tmp_path)) == page
     assert not rp.write_if_changed(dest, page)
+
+
+def test_writers_at_once_leave_one_whole_page_and_no_temporary_file(tmp_path: Path) -> None:
+    """The nodes of a workbench write the page at the same time (teardown on every node)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dest = tmp_path / "index.html"
+    pages = [f"<html>{'x' * 100_000}{i}</html>\n" for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        written = list(pool.map(lambda page: rp.write_if_changed(dest, page), pages * 4))
+    assert any(written)
+    assert dest.read_text() in pages
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
