@@ -12,7 +12,8 @@ What the test holds: every node configured by the same plays; each container on 
 network with its peers named (node-000, node-001 -> the private addresses) and Jupyter on
 the loopback only; one torchrun run across both instances whose ranks sit on node 0 and node
 1 and train on disjoint halves; only node 0's outputs come home; a second run.yml changes
-nothing; teardown leaves no instance, container or output behind on either node.
+nothing; a node lost mid-run fails the run on both promptly with its log; teardown leaves
+no instance or container behind on either node and loses no output.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import getpass
 import json
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -34,7 +36,7 @@ from tests.e2e.test_aws_target import (  # noqa: F401  (fixtures)
 )
 from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
-from tests.support.playbook import run_playbook
+from tests.support.playbook import run_playbook, run_playbook_until_training
 from tests.support.ports import reserved_port
 from tests.support.sshd import StandInInstance
 
@@ -193,6 +195,32 @@ def test_two_instances_train_one_run_and_go_together(
         )
         assert again.rc == 0, again.tail(80)
         assert again.changed == 0, _changed_tasks(again.output)
+
+        # -- node 1's instance loses its node mid-run (its container killed): the run fails
+        # on both instances promptly, with node 1's log, and is not taken for done.
+        killed: dict[str, float] = {}
+
+        def kill_node1(_record: dict) -> None:
+            containers[1].kill()
+            killed["at"] = time.monotonic()
+
+        longer = {**extra, **RUN, "run_epochs": 30}
+        lost, lost_dir = run_playbook_until_training(
+            repo_root,
+            ["playbooks/run.yml", "-i", inventory[0], "-e", json.dumps(longer)],
+            later("lost"),
+            host_notebook_home(name) / "outputs",
+            tmp_path / "lost.log",
+            kill_node1,
+            epoch=1,
+        )
+        assert lost.rc != 0, lost.output[-3000:]
+        assert time.monotonic() - killed["at"] < 120, "the run outlived its lost node"
+        flat = " ".join(lost.output.split())
+        assert "The distributed run failed on" in flat, lost.output[-3000:]
+        assert f"--- {name}-node1: the last lines of its log" in flat, lost.output[-3000:]
+        assert lost_dir.name != run_dir.name
+        assert not (run_outputs_dir(outputs, alias, name) / lost_dir.name / "run.json").exists()
 
         down = run_playbook(repo_root, "playbooks/teardown.yml", later("down"), extra, inventory)
         assert down.rc == 0, _failures(down.output) or down.tail(80)
