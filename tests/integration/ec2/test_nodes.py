@@ -135,6 +135,19 @@ def test_three_nodes_in_one_zone_reach_each_other_and_go_together(
     again = run_role(env, **shrink)
     assert again.rc == 0 and again.changed == 0, again.describe()
 
+    # -- stop stops every node; start (which takes no workbench_nodes) starts every node
+    # again and keeps the workbench's size: no node is taken for one beyond it.
+    plain = {k: v for k, v in settings.items() if k != "workbench_nodes"}
+    stopped = run_role(env, **plain, ec2_gpu_instance_state="stopped")
+    assert stopped.rc == 0, (_failed_tasks(stopped), stopped.describe())
+    assert _instances(ec2) == []
+    started = run_role(env, **plain, ec2_gpu_instance_state="started")
+    assert started.rc == 0, (_failed_tasks(started), started.describe())
+    back = sorted(_instances(ec2), key=lambda i: int(_tags(i)["workbench:node"]))
+    assert [i["InstanceId"] for i in back] == [i["InstanceId"] for i in left]
+    said = started.results("Say which nodes were terminated")
+    assert all(r.get("skipped") for r in said), said
+
     # -- teardown removes every node, the security group and the key, and checks.
     gone = run_role(env, ec2_gpu_instance_state="absent")
     assert gone.rc == 0, (_failed_tasks(gone), gone.describe())
