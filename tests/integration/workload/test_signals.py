@@ -74,20 +74,25 @@ def test_stop_signal_saves_the_step_and_resume_is_exact(
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     name = signal.Signals(sig).name
+    # Mid-epoch 2 as a rule; on a loaded machine the signal can still find the run saving
+    # epoch 1 (after its line): then it stops after epoch 1, as exactly.
     match = re.fullmatch(
-        rf"stopped by {name} in epoch 2 after step (\d+) of {STEPS}: checkpoint saved to "
-        rf"\S+/stopped/checkpoint.pt; continue with --resume --run-id stopped .*",
+        rf"stopped by {name} (?:in epoch 2 after step (\d+) of {STEPS}|after epoch 1): "
+        rf"checkpoint saved to \S+/stopped/checkpoint.pt; continue with --resume --run-id "
+        rf"stopped .*",
         last,
     )
     assert match, last
-    step = int(match.group(1))
-    assert 0 < step < STEPS
+    epoch, step = (2, int(match.group(1))) if match.group(1) else (1, 0)
     assert not (tmp_path / "stopped" / "metrics.json").exists()
     # Watchers see the run stopped, not one that still runs (or went silent).
     progress = json.loads((tmp_path / "stopped" / "progress.json").read_text())
-    assert (progress["state"], progress["epoch"], progress["step"]) == ("stopped", 2, step)
+    assert progress["state"] == "stopped"
+    if epoch == 2:
+        assert 0 < step < STEPS
+        assert (progress["epoch"], progress["step"]) == (2, step)
 
-    _resume(run_cli, digits_dir, tmp_path, "stopped", step)
+    _resume(run_cli, digits_dir, tmp_path, "stopped", step, epoch)
     # Bit-identical to the run nobody interrupted: every loss, accuracy and rate.
     assert learning_curve(tmp_path / "stopped") == learning_curve(reference)
     assert metrics(tmp_path / "stopped")["best_val_acc"] == metrics(reference)["best_val_acc"]
