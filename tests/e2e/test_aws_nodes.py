@@ -30,6 +30,7 @@ import requests
 
 from tests.e2e.test_aws_target import (  # noqa: F401  (fixtures)
     _changed_tasks,
+    aws_env,
     aws_home,
     instance_key,
     tagged_resources,
@@ -90,21 +91,15 @@ def _tags(instance: dict) -> dict[str, str]:
 
 def test_two_instances_train_one_run_and_go_together(
     repo_root,
-    ansible_env,
     moto,
     docker_client,
     notebook_image: str,  # built once per content, before any play
     name: str,
-    aws_home,  # noqa: F811
     instance_key,  # noqa: F811
+    aws_env,  # noqa: F811
     tmp_path,
 ) -> None:
-    env = {
-        **{k: v for k, v in ansible_env.items() if k != "ANSIBLE_HOST_KEY_CHECKING"},
-        **moto.env,
-        "HOME": str(aws_home),
-        "XDG_CONFIG_HOME": str(aws_home / ".config"),
-    }
+    env = aws_env
     outputs = tmp_path / "outputs"
     ec2 = moto.client("ec2")
     alias = f"wyvern-{name}-{env.get('USER') or 'workbench'}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from tests.e2e.test_aws_target import (  # noqa: F401  (fixtures)
     _changed_tasks,
     _flat,
+    aws_env,
     aws_home,
     instance_key,
     name,
@@ -82,21 +83,15 @@ def _reclaim(ec2, docker_client, imds: FakeImds, workbench: str, instance_id: st
 
 def test_a_reclaimed_spot_run_resumes_on_a_replacement(
     repo_root,
-    ansible_env,
     moto,
     docker_client,
     notebook_image: str,  # built once per content, under the image lock, before any play
     name: str,  # noqa: F811
-    aws_home,  # noqa: F811
     instance_key,  # noqa: F811
+    aws_env,  # noqa: F811
     tmp_path,
 ) -> None:
-    env = {
-        **{k: v for k, v in ansible_env.items() if k != "ANSIBLE_HOST_KEY_CHECKING"},
-        **moto.env,
-        "HOME": str(aws_home),
-        "XDG_CONFIG_HOME": str(aws_home / ".config"),
-    }
+    env = aws_env
     outputs = tmp_path / "outputs"
     ec2, s3 = moto.client("ec2"), moto.client("s3")
     alias = f"wyvern-{name}-{env.get('USER') or 'workbench'}"

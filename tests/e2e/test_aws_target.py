@@ -63,6 +63,18 @@ def aws_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def aws_env(ansible_env, moto, aws_home: Path) -> dict[str, str]:
+    """The control node's environment for the aws target: moto's endpoint and credentials,
+    a HOME of the test's own (SSH config, ~/.config/wyvern), host keys checked."""
+    return {
+        **{k: v for k, v in ansible_env.items() if k != "ANSIBLE_HOST_KEY_CHECKING"},
+        **moto.env,
+        "HOME": str(aws_home),
+        "XDG_CONFIG_HOME": str(aws_home / ".config"),
+    }
+
+
+@pytest.fixture
 def instance_key(aws_home: Path, name: str) -> Path:
     # Made before provisioning, so that the stand-in sshd already trusts it; the role
     # finds it and imports only its public half.
@@ -143,21 +155,16 @@ def _check_jupyterlab_through_tunnel(
 
 def test_aws_target_lifecycle(
     repo_root,
-    ansible_env,
     moto,
     docker_client,
     notebook_image: str,  # built once per content, under the image lock, before any play
     name: str,
     aws_home,
     instance_key,
+    aws_env,
     tmp_path,
 ) -> None:
-    env = {
-        **{k: v for k, v in ansible_env.items() if k != "ANSIBLE_HOST_KEY_CHECKING"},
-        **moto.env,
-        "HOME": str(aws_home),
-        "XDG_CONFIG_HOME": str(aws_home / ".config"),
-    }
+    env = aws_env
     outputs = tmp_path / "outputs"
     ports = contextlib.ExitStack()
     notebook_port = ports.enter_context(reserved_port())
