@@ -264,6 +264,55 @@ def torchrun_templates(
     ]
 
 
+def peer_known_hosts(scan: Any, peers: Any) -> str:
+    """A known_hosts file for node 0's container, from `ssh-keyscan` of the other nodes'
+    private addresses (`scan`: its output) and `peers` (node_peers without node 0): each
+    key under the name the container reaches that node by and its address. A node that did
+    not answer fails here, naming it."""
+    keys: dict[str, list[str]] = {}
+    for line in str(scan or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("#"):
+            keys.setdefault(fields[0], []).append(" ".join(fields[1:3]))
+    lines = []
+    for alias, address in sorted(dict(peers or {}).items()):
+        found = keys.get(str(address))
+        if not found:
+            raise AnsibleFilterError(
+                f"{alias} ({address}) gave no SSH host key: is that instance running, and does "
+                "the workbench's security group let its members reach each other? Start every "
+                "node with `ansible-playbook site.yml -e workbench_target=aws -e workbench_nodes=N`"
+            )
+        lines += [f"{alias},{address} {key}" for key in found]
+    return "\n".join(lines) + "\n"
+
+
+def peer_table(nodes: Sequence[dict[str, Any]], hostvars: Any) -> list[dict[str, Any]]:
+    """How node 0's container reaches nodes 1..N-1 (`ranked_hosts` gives the nodes): each
+    node's rank, name (node-001, ...), SSH login user and Jupyter port on its own loopback
+    (from its notebook_status)."""
+    table = []
+    for node in list(nodes)[1:]:
+        facts = hostvars[node["host"]]
+        url = str((facts.get("notebook_status") or {}).get("url") or "")
+        port = url.rsplit(":", 1)[-1].strip("/") if url.count(":") >= 2 else ""
+        if not port.isdigit():
+            raise AnsibleFilterError(
+                f"node {node['rank']} ({node['host']}) reports no notebook URL with a port "
+                f"({url!r}); its notebook must be started in the same play"
+            )
+        user = facts.get("ansible_user") or facts.get("ansible_user_id") or "root"
+        table.append(
+            {
+                "rank": node["rank"],
+                "host": node_alias(node["rank"]),
+                "user": str(user),
+                "port": int(port),
+            }
+        )
+    return table
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -278,4 +327,6 @@ class FilterModule:
             "node_peers": node_peers,
             "torchrun_command": torchrun_command,
             "torchrun_templates": torchrun_templates,
+            "peer_known_hosts": peer_known_hosts,
+            "peer_table": peer_table,
         }

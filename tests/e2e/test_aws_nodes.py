@@ -35,6 +35,7 @@ from tests.e2e.test_aws_target import (  # noqa: F401  (fixtures)
     instance_key,
     tagged_resources,
 )
+from tests.integration.test_nodes_local import _notebook_run
 from tests.support.cleanup import remove_workbench
 from tests.support.outputs import host_notebook_home, run_outputs_dir
 from tests.support.playbook import run_playbook, run_playbook_until_training
@@ -103,8 +104,13 @@ def test_two_instances_train_one_run_and_go_together(
     outputs = tmp_path / "outputs"
     ec2 = moto.client("ec2")
     alias = f"wyvern-{name}-{env.get('USER') or 'workbench'}"
+    # Where the stand-ins' sshd reads the key the notebook role authorizes for node 0 (an
+    # instance's is the login user's ~/.ssh/authorized_keys).
+    peer_keys = tmp_path / "peer_authorized_keys"
     stand_ins = [
-        StandInInstance(ec2, name, tmp_path / f"sshd{rank}", instance_key.with_suffix(".pub"), rank)
+        StandInInstance(
+            ec2, name, tmp_path / f"sshd{rank}", instance_key.with_suffix(".pub"), rank, peer_keys
+        )
         for rank in (0, 1)
     ]
     with contextlib.ExitStack() as stack:
@@ -126,6 +132,7 @@ def test_two_instances_train_one_run_and_go_together(
             "ec2_gpu_instance_durable_outputs": False,
             "notebook_port": f"{{{{ {ports[:2]}[workbench_node_rank | default(0) | int] }}}}",
             "run_rdzv_port": ports[2],
+            "notebook_peers_authorized_keys": str(peer_keys),
         }
         site = run_playbook(repo_root, "site.yml", env, extra)
         for stand_in in stand_ins:
@@ -158,6 +165,47 @@ def test_two_instances_train_one_run_and_go_together(
         assert (host_notebook_home(name) / "workspace" / "notebooks").is_dir()
         node1_home = host_notebook_home(name, 1)
         assert not list((node1_home / "workspace" / "notebooks").glob("*.ipynb"))
+
+        # -- node 0's notebook starts a run across both instances: node 1's Jupyter (on its
+        # loopback only) is reached through an SSH forward, with a key node 1 accepts for
+        # that forward alone.
+        started = _notebook_run(containers[0], host_notebook_home(name), "from-notebook")
+        shown = started.output.decode()
+        assert started.exit_code == 0, shown[-3000:]
+        assert "torchrun on 2 node(s)" in shown and "epoch 1/1" in shown, shown[-3000:]
+        nb_run = host_notebook_home(name) / "outputs" / "from-notebook"
+        assert json.loads((nb_run / "metrics.json").read_text())["world_size"] == 2
+        nb_placement = json.loads((nb_run / "environment.json").read_text())["distributed"]
+        assert [(r["rank"], r["node_rank"]) for r in nb_placement["ranks"]] == [(0, 0), (1, 1)]
+        assert sorted(p.name for p in (node1_home / "outputs" / "from-notebook").iterdir()) == [
+            "node-1.log",
+            "node-1.rc",
+            "progress.json",
+        ]
+        # The forward is closed after the run; the key opens no shell and no other port.
+        ps = containers[0].exec_run(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
+        assert b"ssh" not in ps.output.replace(b"sshd", b""), ps.output[-2000:]
+        ssh = [
+            "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "UserKnownHostsFile=/run/wyvern/peers/known_hosts",
+            "-i", "/run/wyvern/peers/id_ed25519",
+        ]  # fmt: skip
+        user = getpass.getuser()
+        shell = containers[0].exec_run([*ssh, f"{user}@node-001", "echo", "opened"])
+        assert shell.exit_code != 0 and b"opened" not in shell.output, shell.output
+        other = containers[0].exec_run([*ssh, "-W", f"127.0.0.1:{ports[0]}", f"{user}@node-001"])
+        assert other.exit_code != 0 and b"prohibited" in other.output, other.output
+        # Node 0's peers folder: the key and the tokens readable by the notebook user alone,
+        # none of it in the container's environment.
+        peers_dir = host_notebook_home(name) / "peers"
+        assert oct(peers_dir.stat().st_mode & 0o777) == "0o700"
+        assert oct((peers_dir / "id_ed25519").stat().st_mode & 0o777) == "0o600"
+        assert oct((peers_dir / "token-1").stat().st_mode & 0o777) == "0o600"
+        node1_token = (node1_home / "token").read_text().strip()
+        assert (peers_dir / "token-1").read_text().strip() == node1_token
+        container_env = " ".join(containers[0].attrs["Config"]["Env"])
+        assert node1_token not in container_env and "WYVERN_PEERS=" in container_env
+        assert node1_token not in site.output
 
         # -- one run across both instances, through the dynamic inventory, as a later day's
         # command: no SSH master connection left by site.yml (ControlPersist) to lean on, so

@@ -71,6 +71,8 @@ def ssh_server(
     port: int | None = None,
     address: str = "127.0.0.1",
     sudo: bool = False,
+    also: tuple[str, ...] = (),
+    peer_keys: Path | None = None,
 ) -> Iterator[SshServer]:
     """Run sshd on a loopback port, accepting only ``authorized_key`` for this user.
 
@@ -78,6 +80,8 @@ def ssh_server(
     installs it from an instance's user data; without it the server makes its own.
     ``sudo`` puts a ``sudo`` on the sessions' PATH, as an instance has (rsync runs
     ``sudo -u root rsync`` there); the login user is root already, so it runs the command.
+    ``also``: more addresses to listen at (same port). ``peer_keys``: a second authorized
+    keys file (a role writes it, where an instance's is the login user's own).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "ssh_host_ed25519_key"
@@ -96,11 +100,18 @@ def ssh_server(
     with ExitStack() as stack:
         # A reserved port, held while the server runs, unless the caller chose one.
         port = port or stack.enter_context(reserved_port())
-        yield from _serve(workdir, authorized_key, host_key, port, address, sudo)
+        yield from _serve(workdir, authorized_key, host_key, port, address, sudo, also, peer_keys)
 
 
 def _serve(
-    workdir: Path, authorized_key: Path, host_key: Path, port: int, address: str, sudo: bool
+    workdir: Path,
+    authorized_key: Path,
+    host_key: Path,
+    port: int,
+    address: str,
+    sudo: bool,
+    also: tuple[str, ...] = (),
+    peer_keys: Path | None = None,
 ) -> Iterator[SshServer]:
     log = workdir / "sshd.log"
     config = workdir / "sshd_config"
@@ -113,12 +124,13 @@ def _serve(
         session_env = (
             f"SetEnv PATH={bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         )
+    listen = "\n".join(f"ListenAddress {a}" for a in (address, *also))
     config.write_text(
         f"""Port {port}
-ListenAddress {address}
+{listen}
 HostKey {host_key}
 PidFile {workdir / "sshd.pid"}
-AuthorizedKeysFile {authorized_key}
+AuthorizedKeysFile {authorized_key}{f" {peer_keys}" if peer_keys else ""}
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
@@ -181,14 +193,23 @@ class StandInInstance:
 
     ``node``: the instance of that rank (tag ``workbench:node``) of a workbench of several;
     its private address is put on the loopback as well, where the other nodes reach it
-    (each node's notebook container is on the host's network). The stand-ins of one
+    (each node's notebook container is on the host's network), and sshd listens there too.
+    ``peer_keys``: the file the notebook role authorizes node 0's forward-only key in
+    (notebook_peers_authorized_keys), read by sshd besides ``authorized_key``. The stand-ins of one
     workbench share this machine's Docker engine, as the nodes' containers, named by rank,
     can.
     """
 
     def __init__(
-        self, ec2, name: str, workdir: Path, authorized_key: Path, node: int | None = None
+        self,
+        ec2,
+        name: str,
+        workdir: Path,
+        authorized_key: Path,
+        node: int | None = None,
+        peer_keys: Path | None = None,
     ) -> None:
+        self.peer_keys = peer_keys
         self.ec2 = ec2
         self.name = name
         self.node = node
@@ -230,13 +251,22 @@ class StandInInstance:
         host_key = host_key_from_user_data(base64.b64decode(data).decode())
         address = instance["PublicIpAddress"]
         stack = ExitStack()
+        also: tuple[str, ...] = ()
         try:
             stack.enter_context(address_on_loopback(address))
             if self.node is not None:
-                stack.enter_context(address_on_loopback(instance["PrivateIpAddress"]))
+                also = (instance["PrivateIpAddress"],)
+                stack.enter_context(address_on_loopback(also[0]))
             self.server = stack.enter_context(
                 ssh_server(
-                    self.workdir, self.authorized_key, host_key, port=22, address=address, sudo=True
+                    self.workdir,
+                    self.authorized_key,
+                    host_key,
+                    port=22,
+                    address=address,
+                    sudo=True,
+                    also=also,
+                    peer_keys=self.peer_keys,
                 )
             )
         except BaseException:

@@ -16,6 +16,14 @@ node-<i>.rc when it ends); only rank 0 writes the run's outputs.
                            prepare=["python", "-m", "transfer_learning", "make-dataset",
                                     "digits", "/workspace/data/digits"])
 
+On a workbench of several aws instances (site.yml -e workbench_target=aws -e
+workbench_nodes=N) every node's Jupyter listens on its instance's loopback only, and node 0's
+container gets WYVERN_PEERS instead: a read-only folder (role notebook, tasks/peers.yml)
+with the lines (torchrun.json), the other nodes' SSH user and Jupyter port (nodes.json),
+their tokens (token-<i>), a key they accept for one thing only, forwarding a port to their
+own Jupyter (id_ed25519), and their host keys (known_hosts). `run_on_nodes` then reaches
+node i through an SSH forward to that port (`tunnel`), opened for the run and closed after.
+
 Stopping the run (`stop_run`): SIGTERM to the node's torchrun agents of that run id (they
 stop their workers), the rule `python -m transfer_learning stop-run <run id>` applies for
 the run role too.
@@ -29,19 +37,24 @@ import re
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from transfer_learning.errors import WorkloadError
 
 ENV = "WYVERN_TORCHRUN"
+# Node 0 of several aws instances: the folder that says how to reach the other nodes.
+PEERS_ENV = "WYVERN_PEERS"
 RUN_ID_FIELD = "{run_id}"
 COMMAND_FIELD = "{command}"
 # Jupyter's port inside every node's container (the image's CMD).
@@ -61,8 +74,12 @@ class NodeFailed(WorkloadError):
 def node_lines(
     run_id: str, command: Sequence[str], env: Mapping[str, str] | None = None
 ) -> list[list[str]]:
-    """Each node's torchrun argv for this run: WYVERN_TORCHRUN's lines, filled in."""
-    raw = (os.environ if env is None else env).get(ENV)
+    """Each node's torchrun argv for this run: WYVERN_TORCHRUN's lines (or those of
+    WYVERN_PEERS' torchrun.json), filled in."""
+    env = os.environ if env is None else env
+    raw = env.get(ENV)
+    if not raw and env.get(PEERS_ENV):
+        raw = _peer_file(env[PEERS_ENV], "torchrun.json")
     if not raw:
         raise WorkloadError(
             f"{ENV} is not set: this is not node 0 of a workbench of several nodes; start one "
@@ -86,6 +103,140 @@ def node_lines(
         line = [run_id if part == RUN_ID_FIELD else part for part in template[:-1]]
         lines.append(line + worker)
     return lines
+
+
+def _peer_file(folder: str, name: str) -> str:
+    path = Path(folder) / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkloadError(
+            f"{PEERS_ENV}: cannot read {path} ({exc.strerror}); configure the workbench's nodes "
+            "again with `ansible-playbook site.yml -e workbench_target=aws -e workbench_nodes=N`"
+        ) from None
+
+
+def tunnel_argv(folder: Path, node: Mapping[str, Any], local_port: int) -> list[str]:
+    """The ssh command that forwards 127.0.0.1:`local_port` here to node's Jupyter on its own
+    loopback, with the workbench's peer key and the nodes' recorded host keys only."""
+    return [
+        "ssh",
+        "-N",
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={folder / 'known_hosts'}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "UpdateHostKeys=no",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "ConnectTimeout=15",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+        "-i",
+        str(folder / "id_ed25519"),
+        "-p",
+        str(int(node.get("ssh_port", 22))),
+        "-L",
+        f"127.0.0.1:{local_port}:127.0.0.1:{int(node['port'])}",
+        f"{node['user']}@{node['host']}",
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def tunnel(folder: Path, node: Mapping[str, Any], timeout: float = 30) -> Iterator[int]:
+    """An SSH forward to `node`'s Jupyter for as long as the context lasts; yields the local
+    port. An ssh that exits, or a forward that does not listen in `timeout`, raises
+    NodeFailed with what ssh said."""
+    with tempfile.TemporaryFile() as errors:
+        port = _free_port()
+        proc = subprocess.Popen(
+            tunnel_argv(folder, node, port),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+
+        def said() -> str:
+            errors.seek(0)
+            return errors.read().decode(errors="replace").strip()[-2000:] or "(nothing)"
+
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise NodeFailed(
+                        f"node {node.get('rank')} ({node['host']}): the SSH forward to its "
+                        f"Jupyter failed (ssh exit {proc.returncode}): {said()}"
+                    )
+                with socket.socket() as sock:
+                    if sock.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if time.monotonic() > deadline:
+                    raise NodeFailed(
+                        f"node {node.get('rank')} ({node['host']}): the SSH forward to its "
+                        f"Jupyter did not open within {timeout:g} s: {said()}"
+                    )
+                time.sleep(0.1)
+            yield port
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@contextmanager
+def members(lines: Sequence[Sequence[str]], env: Mapping[str, str]) -> Iterator[dict[int, Member]]:
+    """Nodes 1..N-1 of the run's lines, each as its Jupyter server: on the nodes' bridge
+    (local target) at its `--local-addr`, or through an SSH forward (WYVERN_PEERS)."""
+    folder = env.get(PEERS_ENV)
+    if not folder:
+        token_file = env.get("JUPYTER_TOKEN_FILE")
+        if not token_file or not os.path.exists(token_file):
+            raise WorkloadError(
+                "JUPYTER_TOKEN_FILE: no token file, so the other nodes cannot be asked"
+            )
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+        yield {i: Member(local_addr(line), token) for i, line in enumerate(lines) if i}
+        return
+    table = {int(node["rank"]): node for node in json.loads(_peer_file(folder, "nodes.json"))}
+    missing = sorted(set(range(1, len(lines))) - set(table))
+    if missing:
+        raise WorkloadError(
+            f"{PEERS_ENV}: nodes.json names no node {missing}; configure the workbench's nodes "
+            "again with `ansible-playbook site.yml -e workbench_target=aws -e workbench_nodes="
+            f"{len(lines)}`"
+        )
+    with ExitStack() as stack:
+        found = {}
+        for i in range(1, len(lines)):
+            token = _peer_file(folder, f"token-{i}").strip()
+            port = stack.enter_context(tunnel(Path(folder), table[i]))
+            found[i] = Member("127.0.0.1", token, port=port)
+        yield found
 
 
 def local_addr(line: Sequence[str]) -> str:
@@ -230,11 +381,19 @@ def run_on_nodes(
         raise WorkloadError("command: leave --output-dir and --run-id to run_on_nodes")
     worker += ["--output-dir", str(WORKSPACE / OUTPUTS), "--run-id", run_id]
     lines = node_lines(run_id, worker, env)
-    token_file = env.get("JUPYTER_TOKEN_FILE")
-    if not token_file or not os.path.exists(token_file):
-        raise WorkloadError("JUPYTER_TOKEN_FILE: no token file, so the other nodes cannot be asked")
-    token = Path(token_file).read_text(encoding="utf-8").strip()
-    members = {i: Member(local_addr(line), token) for i, line in enumerate(lines) if i}
+    with members(lines, env) as found:
+        return _run(lines, found, run_id, prepare, timeout, poll, show)
+
+
+def _run(
+    lines: list[list[str]],
+    members: dict[int, Member],
+    run_id: str,
+    prepare: Sequence[str] | None,
+    timeout: float | None,
+    poll: float,
+    show: Callable[[str], None],
+) -> dict[str, Any]:
     run_dir = WORKSPACE / OUTPUTS / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
 

@@ -237,3 +237,76 @@ def test_a_failed_prepare_on_node_0_stops_the_others_and_says_why(cluster: dict)
         nodes.run_on_nodes(TRAIN, "r1", env=cluster["env"], prepare=prepare, poll=0.05)
     (member,) = FakeMember.made
     assert any("stop-run r1" in c for c in member.commands)
+
+
+def _peers_folder(tmp_path: Path, count: int = 3) -> Path:
+    folder = tmp_path / "peers"
+    folder.mkdir()
+    (folder / "torchrun.json").write_text(json.dumps(node_filters.torchrun_templates(count)))
+    table = [
+        {"rank": i, "host": f"node-00{i}", "user": "ubuntu", "port": 8887 + i}
+        for i in range(1, count)
+    ]
+    (folder / "nodes.json").write_text(json.dumps(table))
+    for i in range(1, count):
+        (folder / f"token-{i}").write_text(f"token-of-{i}\n")
+    return folder
+
+
+def test_an_aws_node_zero_reaches_each_node_through_its_own_forward_and_token(
+    tmp_path: Path, monkeypatch
+) -> None:
+    folder = _peers_folder(tmp_path)
+    opened: list[tuple[int, int]] = []
+    closed: list[int] = []
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def fake_tunnel(where: Path, node: dict):
+        assert where == folder
+        opened.append((node["rank"], node["port"]))
+        yield 40000 + node["rank"]
+        closed.append(node["rank"])
+
+    monkeypatch.setattr(nodes, "tunnel", fake_tunnel)
+    env = {nodes.PEERS_ENV: str(folder)}
+    lines = nodes.node_lines("r1", TRAIN, env)
+    assert lines == nodes.node_lines("r1", TRAIN, _env(3))  # the same lines as the local target
+    with nodes.members(lines, env) as found:
+        assert opened == [(1, 8888), (2, 8889)] and not closed
+        assert {i: (m.address, m.port) for i, m in found.items()} == {
+            1: ("127.0.0.1", 40001),
+            2: ("127.0.0.1", 40002),
+        }
+        assert found[2]._headers["Authorization"] == "token token-of-2"
+    assert sorted(closed) == [1, 2]  # every forward closed after the run
+
+
+def test_an_aws_peers_folder_that_lacks_a_node_or_a_file_names_the_fix(tmp_path: Path) -> None:
+    folder = _peers_folder(tmp_path, 2)
+    env = {nodes.PEERS_ENV: str(folder)}
+    lines = nodes.node_lines(
+        "r1", TRAIN, {nodes.ENV: json.dumps(node_filters.torchrun_templates(3))}
+    )
+    with (
+        pytest.raises(WorkloadError, match=r"nodes.json names no node \[2\].*workbench_nodes=3"),
+        nodes.members(lines, env),
+    ):
+        pass
+    (folder / "torchrun.json").unlink()
+    with pytest.raises(WorkloadError, match=r"WYVERN_PEERS: cannot read .*torchrun.json"):
+        nodes.node_lines("r1", TRAIN, env)
+
+
+def test_the_forward_s_ssh_trusts_only_the_recorded_host_keys_and_the_peer_key() -> None:
+    argv = nodes.tunnel_argv(
+        Path("/run/wyvern/peers"), {"host": "node-001", "user": "u", "port": 8890}, 4321
+    )
+    assert argv[:2] == ["ssh", "-N"] and argv[-1] == "u@node-001"
+    options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    assert "StrictHostKeyChecking=yes" in options and "BatchMode=yes" in options
+    assert "UserKnownHostsFile=/run/wyvern/peers/known_hosts" in options
+    assert "ExitOnForwardFailure=yes" in options and "IdentitiesOnly=yes" in options
+    assert argv[argv.index("-L") + 1] == "127.0.0.1:4321:127.0.0.1:8890"
+    assert argv[argv.index("-i") + 1] == "/run/wyvern/peers/id_ed25519"

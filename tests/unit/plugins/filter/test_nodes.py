@@ -201,3 +201,37 @@ def test_ranked_hosts_refuse_a_bad_rank_and_peers_need_an_address() -> None:
         filters.ranked_hosts(["h0"], {"h0": {"workbench_node_rank": "zero"}})
     with pytest.raises(AnsibleFilterError, match="no private address"):
         filters.node_peers([{"host": "wb", "rank": 0, "address": ""}])
+
+
+def test_peer_known_hosts_names_each_node_s_keys_by_its_alias_and_address() -> None:
+    scan = (
+        "# 10.0.0.8:22 SSH-2.0-OpenSSH_9.2\n"
+        "10.0.0.8 ssh-ed25519 AAAAkey8\n"
+        "10.0.0.9 ssh-ed25519 AAAAkey9\n"
+        "10.0.0.99 ssh-ed25519 AAAAstranger\n"
+    )
+    text = filters.peer_known_hosts(scan, {"node-002": "10.0.0.9", "node-001": "10.0.0.8"})
+    assert text.splitlines() == [
+        "node-001,10.0.0.8 ssh-ed25519 AAAAkey8",
+        "node-002,10.0.0.9 ssh-ed25519 AAAAkey9",
+    ]
+    # A node that did not answer the scan is named, not left out.
+    with pytest.raises(AnsibleFilterError, match=r"node-002 \(10.0.0.9\) gave no SSH host key"):
+        filters.peer_known_hosts("10.0.0.8 ssh-ed25519 AAAAkey8\n", {"node-002": "10.0.0.9"})
+
+
+def test_peer_table_gives_node_zero_each_other_node_s_user_and_jupyter_port() -> None:
+    nodes = [
+        {"host": "wb", "rank": 0, "address": "10.0.0.7"},
+        {"host": "wb-node1", "rank": 1, "address": "10.0.0.8"},
+    ]
+    hostvars = {
+        "wb": {"notebook_status": {"url": "http://127.0.0.1:8888"}, "ansible_user": "ubuntu"},
+        "wb-node1": {"notebook_status": {"url": "http://127.0.0.1:8890"}, "ansible_user": "ubuntu"},
+    }
+    assert filters.peer_table(nodes, hostvars) == [
+        {"rank": 1, "host": "node-001", "user": "ubuntu", "port": 8890}
+    ]
+    hostvars["wb-node1"]["notebook_status"] = {}
+    with pytest.raises(AnsibleFilterError, match=r"node 1 \(wb-node1\) reports no notebook URL"):
+        filters.peer_table(nodes, hostvars)
