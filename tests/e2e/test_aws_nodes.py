@@ -218,7 +218,11 @@ def test_two_instances_train_one_run_and_go_together(
             repo_root, "playbooks/run.yml", later("run"), {**extra, **RUN}, inventory
         )
         assert run.rc == 0, _failures(run.output) or run.tail(80)
-        (run_dir,) = run_outputs_dir(outputs, alias, name).iterdir()
+        # Beside the run: the notebook that started the run above, saved outside
+        # notebooks/, kept as a stray of node 0's workspace.
+        home = run_outputs_dir(outputs, alias, name)
+        (run_dir,) = [p for p in home.iterdir() if p.name != "workspace"]
+        assert (home / "workspace" / "distributed.ipynb").is_file()
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["world_size"] == 2 and metrics["dist_backend"] == "gloo"
         placement = json.loads((run_dir / "environment.json").read_text())["distributed"]
