@@ -242,6 +242,13 @@ def test_two_instances_train_one_run_and_go_together(
         )
         assert again.rc == 0, again.tail(80)
         assert again.changed == 0, _changed_tasks(again.output)
+        # Configuring the nodes again changes nothing: node 0's key, its authorization on
+        # node 1, the peers folder and both containers stay as they are.
+        configured = run_playbook(
+            repo_root, "playbooks/notebook.yml", later("notebook"), extra, inventory
+        )
+        assert configured.rc == 0, _failures(configured.output) or configured.tail(80)
+        assert configured.changed == 0, _changed_tasks(configured.output)
 
         # -- node 1's instance loses its node mid-run (its container killed): the run fails
         # on both instances promptly, with node 1's log, and is not taken for done.
