@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 
@@ -295,8 +296,11 @@ def peer_table(nodes: Sequence[dict[str, Any]], hostvars: Any) -> list[dict[str,
     for node in list(nodes)[1:]:
         facts = hostvars[node["host"]]
         url = str((facts.get("notebook_status") or {}).get("url") or "")
-        port = url.rsplit(":", 1)[-1].strip("/") if url.count(":") >= 2 else ""
-        if not port.isdigit():
+        try:
+            port = urlsplit(url).port
+        except ValueError:
+            port = None
+        if port is None:
             raise AnsibleFilterError(
                 f"node {node['rank']} ({node['host']}) reports no notebook URL with a port "
                 f"({url!r}); its notebook must be started in the same play"
@@ -307,7 +311,7 @@ def peer_table(nodes: Sequence[dict[str, Any]], hostvars: Any) -> list[dict[str,
                 "rank": node["rank"],
                 "host": node_alias(node["rank"]),
                 "user": str(user),
-                "port": int(port),
+                "port": port,
             }
         )
     return table
