@@ -276,8 +276,18 @@ def test_two_instances_train_one_run_and_go_together(
         assert lost_dir.name != run_dir.name
         assert not (run_outputs_dir(outputs, alias, name) / lost_dir.name / "run.json").exists()
 
+        # No token and no part of node 0's peer key in any playbook's output (at any
+        # verbosity the environment sets), in either container's inspect, or in the outputs.
+        key_body = "".join((peers_dir / "id_ed25519").read_text().splitlines()[1:-1])
+        secrets_ = {"node 0's token": (host_notebook_home(name) / "token").read_text().strip()}
+        secrets_ |= {"node 1's token": node1_token, "the peer key": key_body[20:60]}
         down = run_playbook(repo_root, "playbooks/teardown.yml", later("down"), extra, inventory)
         assert down.rc == 0, _failures(down.output) or down.tail(80)
+        told = site.output + run.output + again.output + configured.output + lost.output
+        told += down.output + repr([c.attrs for c in containers])
+        kept = "".join(p.read_text(errors="replace") for p in outputs.rglob("*") if p.is_file())
+        for what, secret in secrets_.items():
+            assert secret and secret not in told and secret not in kept, what
         assert tagged_resources(ec2, name) == {
             "instances": [],
             "security_groups": [],
